@@ -1,0 +1,110 @@
+package pack
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ulikunitz/xz"
+)
+
+func testManifest() Manifest {
+	return Manifest{
+		ID:         "demo-1",
+		Target:     Target{Release: "6.1.0-56-amd64"},
+		Module:     "livesplice_demo_1.ko",
+		ModuleName: "livesplice_demo_1",
+		Functions: []Function{{
+			Name: "cmdline_proc_show", Object: "fs/proc/cmdline.o", Size: 12, NewSize: 20, SiteOffset: 5,
+			PreCode: make([]byte, 12),
+		}},
+		Symbols: []string{"text_poke", "cmdline_proc_show"},
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "p.tar.xz")
+	files := map[string][]byte{"livesplice_demo_1.ko": []byte("\x7fELF module")}
+	if err := Write(out, testManifest(), files); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Manifest.ID != "demo-1" || p.Manifest.Functions[0].Name != "cmdline_proc_show" {
+		t.Errorf("manifest did not survive: %+v", p.Manifest)
+	}
+	if !bytes.Equal(p.Files["livesplice_demo_1.ko"], files["livesplice_demo_1.ko"]) {
+		t.Errorf("module bytes changed")
+	}
+}
+
+// rawPack builds a pack by hand so that tests can damage it.
+func rawPack(t *testing.T, members map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	xw, err := xz.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(xw)
+	for name, data := range members {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(data))
+	}
+	tw.Close()
+	xw.Close()
+	return buf.Bytes()
+}
+
+func TestReadRefuses(t *testing.T) {
+	good := filepath.Join(t.TempDir(), "good.tar.xz")
+	if err := Write(good, testManifest(), map[string][]byte{"livesplice_demo_1.ko": []byte("module")}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mj := func(edit func(*Manifest)) string {
+		m := p.Manifest
+		edit(&m)
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.Encode(m)
+		return b.String()
+	}
+	goodData, _ := os.ReadFile(good)
+	tests := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated", goodData[:len(goodData)/2], "pack"},
+		{"not xz", []byte("hello"), "not an xz stream"},
+		{"no manifest", rawPack(t, map[string]string{"livesplice_demo_1.ko": "module"}), "no manifest.json"},
+		{"damaged module", rawPack(t, map[string]string{ManifestName: mj(func(*Manifest) {}), "livesplice_demo_1.ko": "mod"}), "is damaged"},
+		{"extra member", rawPack(t, map[string]string{ManifestName: mj(func(*Manifest) {}), "livesplice_demo_1.ko": "module", "x": ""}), "not listed"},
+		{"missing module", rawPack(t, map[string]string{ManifestName: mj(func(*Manifest) {})}), "does not hold"},
+		{"path", rawPack(t, map[string]string{"../evil": ""}), "not a plain file name"},
+		{"bad id", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.ID = "Bad ID" })}), "update id"},
+		{"no functions", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Functions = nil })}), "functions is missing"},
+		{"short code", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Functions[0].PreCode = nil })}), "inconsistent"},
+		{"future format", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Format = 99 })}), "format 99"},
+	}
+	for _, tt := range tests {
+		path := filepath.Join(t.TempDir(), "p.tar.xz")
+		os.WriteFile(path, tt.data, 0o644)
+		_, err := ReadFile(path)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: got %v, want an error naming %s and containing %q", tt.name, err, path, tt.want)
+		}
+	}
+}
