@@ -1,0 +1,276 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/livesplice/livesplice/differ"
+	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/module"
+	"github.com/livesplice/livesplice/pack"
+)
+
+// Options describe one update to build.
+type Options struct {
+	Tree *Tree
+	// Config is the target kernel's config; the tree must have been
+	// prepared from it.
+	Config string
+	// Patch is the unified diff (-p1) to turn into an update.
+	Patch       string
+	ID          string
+	Description string
+	CVEs        []string
+	// Headers is the target's kernel headers tree for the module build.
+	Headers string
+	// Source names the kernel source for the manifest, for people.
+	Source string
+	// Out is the pack to write.
+	Out string
+	// WorkDir keeps the intermediate files; a temporary directory when empty.
+	WorkDir string
+}
+
+// RefusedError says the differ found changes this update cannot carry.
+type RefusedError struct {
+	Patch    string
+	Refusals []string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("patch %s cannot be turned into an update:\n  %s", e.Patch, strings.Join(e.Refusals, "\n  "))
+}
+
+// Build compiles the objects the patch touches before and after it, finds
+// the changed functions, builds the update module and writes the pack.
+func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
+	if err := pack.CheckID(o.ID); err != nil {
+		return nil, err
+	}
+	diff, err := os.ReadFile(o.Patch)
+	if err != nil {
+		return nil, fmt.Errorf("patch: %w", err)
+	}
+	sources, err := PatchedFiles(o.Patch, diff)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.Tree.Check(o.Config); err != nil {
+		return nil, err
+	}
+	compiler, err := o.Tree.CheckCompiler(ctx)
+	if err != nil {
+		return nil, err
+	}
+	work := o.WorkDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "livesplice-build-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(work)
+	}
+	objects := make([]string, len(sources))
+	for i, src := range sources {
+		objects[i] = strings.TrimSuffix(src, ".c") + ".o"
+	}
+	if err := o.compile(ctx, objects, work); err != nil {
+		return nil, err
+	}
+
+	modDir := filepath.Join(work, "module")
+	if err := os.MkdirAll(modDir, 0o755); err != nil {
+		return nil, err
+	}
+	spec := module.Spec{
+		ID:          o.ID,
+		Name:        ModuleName(o.ID),
+		Description: o.Description,
+	}
+	var funcs []pack.Function
+	var refused []string
+	for i, obj := range objects {
+		out := filepath.Join(modDir, fmt.Sprintf("patch%d.o", i))
+		fs, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), fmt.Sprintf("ls%d_", i), out, &spec)
+		var re *RefusedError
+		if errors.As(err, &re) {
+			refused = append(refused, re.Refusals...)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		funcs = append(funcs, fs...)
+	}
+	if len(refused) > 0 {
+		return nil, &RefusedError{Patch: o.Patch, Refusals: refused}
+	}
+	if len(funcs) == 0 {
+		return nil, &RefusedError{Patch: o.Patch, Refusals: []string{"the patch changes no function's code"}}
+	}
+
+	symbols, err := module.Generate(spec, modDir)
+	if err != nil {
+		return nil, err
+	}
+	ko, err := module.Build(ctx, modDir, o.Headers)
+	if err != nil {
+		return nil, err
+	}
+	koData, err := os.ReadFile(ko)
+	if err != nil {
+		return nil, err
+	}
+	m := pack.Manifest{
+		ID:          o.ID,
+		Description: o.Description,
+		CVEs:        o.CVEs,
+		Target:      pack.Target{Release: o.Tree.Release, Compiler: compiler, Source: o.Source},
+		Module:      spec.Name + ".ko",
+		ModuleName:  spec.Name,
+		Functions:   funcs,
+		Symbols:     symbols,
+	}
+	if err := pack.Write(o.Out, m, map[string][]byte{m.Module: koData}); err != nil {
+		return nil, fmt.Errorf("writing pack %s: %w", o.Out, err)
+	}
+	return &m, nil
+}
+
+// ModuleName is the kernel module name of update id.
+func ModuleName(id string) string {
+	return "livesplice_" + strings.ReplaceAll(id, "-", "_")
+}
+
+// compile builds objects from the pristine tree into work/pre and from the
+// patched tree into work/post, and always leaves the tree pristine.
+func (o Options) compile(ctx context.Context, objects []string, work string) error {
+	unlock, err := o.Tree.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	patchCmd := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, "patch", append([]string{"-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", o.Patch}, args...)...)
+		cmd.Dir = o.Tree.Dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("patch %s %s in %s: %w\n%s", o.Patch, strings.Join(args, " "), o.Tree.Dir, err, out)
+		}
+		return nil
+	}
+	if err := patchCmd("--dry-run"); err != nil {
+		return fmt.Errorf("the patch does not apply to this tree: %w", err)
+	}
+	if err := o.makeAndCopy(ctx, objects, filepath.Join(work, "pre")); err != nil {
+		return err
+	}
+	for _, obj := range objects {
+		if err := builtIn(o.Tree.Dir, obj); err != nil {
+			return err
+		}
+	}
+	if err := patchCmd(); err != nil {
+		return err
+	}
+	postErr := o.makeAndCopy(ctx, objects, filepath.Join(work, "post"))
+	if err := patchCmd("--reverse"); err != nil {
+		return fmt.Errorf("could not restore the pristine tree, prepare it again: %w", err)
+	}
+	return postErr
+}
+
+func (o Options) makeAndCopy(ctx context.Context, objects []string, dest string) error {
+	if err := o.Tree.Make(ctx, append([]string{"-j2"}, objects...)...); err != nil {
+		return err
+	}
+	for _, obj := range objects {
+		data, err := os.ReadFile(filepath.Join(o.Tree.Dir, obj))
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dest, obj)
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(out, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// builtIn refuses objects that Kbuild compiles for a module: patching
+// modules comes later.
+func builtIn(tree, obj string) error {
+	cmdFile := filepath.Join(tree, filepath.Dir(obj), "."+filepath.Base(obj)+".cmd")
+	data, err := os.ReadFile(cmdFile)
+	if err != nil {
+		return fmt.Errorf("object %s: %w", obj, err)
+	}
+	if strings.Contains(string(data), "-DMODULE") {
+		return fmt.Errorf("object %s is part of a module, not of vmlinux: patching modules is not supported yet", obj)
+	}
+	return nil
+}
+
+// extract diffs one object and writes its replacement code to out, adding
+// what the module needs to spec.
+func extract(obj, prePath, postPath, prefix, out string, spec *module.Spec) ([]pack.Function, error) {
+	pre, err := elfobj.Open(prePath)
+	if err != nil {
+		return nil, err
+	}
+	defer pre.Close()
+	post, err := elfobj.Open(postPath)
+	if err != nil {
+		return nil, err
+	}
+	defer post.Close()
+	cs, err := differ.Diff(pre, post)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", obj, err)
+	}
+	if len(cs.Refused) > 0 {
+		re := &RefusedError{}
+		for _, r := range cs.Refused {
+			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
+		}
+		return nil, re
+	}
+	if len(cs.Changed) == 0 && len(cs.Added) == 0 {
+		return nil, nil
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := differ.Extract(cs, pre, post, prefix, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", obj, err)
+	}
+	spec.Objects = append(spec.Objects, out)
+	var funcs []pack.Function
+	for _, r := range ex.Functions {
+		spec.Functions = append(spec.Functions, module.Func{
+			Name: r.Name, NewSymbol: r.NewSymbol, OldSize: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset,
+		})
+		pf := pack.Function{
+			Name: r.Name, Object: obj, Size: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset, PreCode: r.PreCode,
+		}
+		for _, rel := range r.PreRelocs {
+			pf.PreRelocs = append(pf.PreRelocs, pack.Reloc{Offset: rel.Offset, Type: rel.Type.String(), Symbol: rel.Symbol, Addend: rel.Addend})
+		}
+		funcs = append(funcs, pf)
+	}
+	for _, fx := range ex.Fixups {
+		spec.Relocs = append(spec.Relocs, module.Reloc{Symbol: fx.Symbol, Offset: fx.Offset, Type: fx.Type, Target: fx.Target, Addend: fx.Addend})
+	}
+	return funcs, nil
+}

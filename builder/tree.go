@@ -1,0 +1,223 @@
+package builder
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// KCFLAGS are the flags added to the distribution's own: one section per
+// function and per data object, so that the differ can tell them apart.
+const KCFLAGS = "-ffunction-sections -fdata-sections"
+
+// stampName is the file in a prepared tree that records how it was prepared.
+const stampName = ".livesplice-prepared"
+
+// Tree is a kernel source tree prepared for building single objects.
+type Tree struct {
+	Dir string
+	// Release is the target's KERNELRELEASE, e.g. 6.1.0-56-amd64.
+	Release string
+	// CC is the compiler command, e.g. gcc-12.
+	CC string
+	// Stderr receives make's output; nil discards it.
+	Stderr io.Writer
+}
+
+// stamp records how a tree was prepared.
+type stamp struct {
+	Release   string `json:"release"`
+	CC        string `json:"cc"`
+	KCFLAGS   string `json:"kcflags"`
+	ConfigSHA string `json:"config_sha256"`
+	Tarball   string `json:"tarball"`
+}
+
+// ReleaseFromConfig returns RELEASE for a config file named config-RELEASE,
+// as Debian installs them in /boot.
+func ReleaseFromConfig(config string) (string, error) {
+	base := filepath.Base(config)
+	rel, ok := strings.CutPrefix(base, "config-")
+	if !ok || rel == "" {
+		return "", fmt.Errorf("config %s: cannot tell the kernel release from the name (want config-RELEASE); pass --release", config)
+	}
+	return rel, nil
+}
+
+// Prepare extracts tarball into t.Dir, installs config as .config and runs
+// olddefconfig and prepare. A tree already prepared the same way is reused.
+func (t *Tree) Prepare(ctx context.Context, tarball, config string) error {
+	cfg, err := os.ReadFile(config)
+	if err != nil {
+		return fmt.Errorf("kernel config: %w", err)
+	}
+	sum := sha256.Sum256(cfg)
+	want := stamp{Release: t.Release, CC: t.CC, KCFLAGS: KCFLAGS, ConfigSHA: hex.EncodeToString(sum[:]), Tarball: tarball}
+	if got, err := t.readStamp(); err == nil && got == want {
+		return nil
+	}
+	if _, err := os.Stat(tarball); err != nil {
+		return fmt.Errorf("kernel source: %w", err)
+	}
+	// Start from scratch: a half-prepared tree is not worth rescuing.
+	if err := os.RemoveAll(t.Dir); err != nil {
+		return err
+	}
+	tmp := t.Dir + ".extract"
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := t.run(ctx, tmp, "tar", "-xaf", tarball); err != nil {
+		return fmt.Errorf("extracting %s: %w", tarball, err)
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return err
+	}
+	if len(entries) != 1 || !entries[0].IsDir() {
+		return fmt.Errorf("%s: expected one top-level directory, found %d entries", tarball, len(entries))
+	}
+	if err := os.Rename(filepath.Join(tmp, entries[0].Name()), t.Dir); err != nil {
+		return err
+	}
+	os.Remove(tmp)
+	if err := os.WriteFile(filepath.Join(t.Dir, ".config"), cfg, 0o644); err != nil {
+		return err
+	}
+	if err := t.Make(ctx, "olddefconfig"); err != nil {
+		return err
+	}
+	if err := t.Make(ctx, "-j2", "prepare"); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(want, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(t.Dir, stampName), data, 0o644)
+}
+
+// Check verifies that t.Dir was prepared for t.Release and t.CC from config.
+func (t *Tree) Check(config string) error {
+	got, err := t.readStamp()
+	if err != nil {
+		return fmt.Errorf("source tree %s is not prepared (run `livesplice prepare`): %w", t.Dir, err)
+	}
+	if got.Release != t.Release || got.CC != t.CC || got.KCFLAGS != KCFLAGS {
+		return fmt.Errorf("source tree %s was prepared for release %s with %s, not %s with %s", t.Dir, got.Release, got.CC, t.Release, t.CC)
+	}
+	if config != "" {
+		cfg, err := os.ReadFile(config)
+		if err != nil {
+			return fmt.Errorf("kernel config: %w", err)
+		}
+		sum := sha256.Sum256(cfg)
+		if hex.EncodeToString(sum[:]) != got.ConfigSHA {
+			return fmt.Errorf("source tree %s was prepared from another config than %s; prepare it again", t.Dir, config)
+		}
+	}
+	return nil
+}
+
+func (t *Tree) readStamp() (stamp, error) {
+	var s stamp
+	data, err := os.ReadFile(filepath.Join(t.Dir, stampName))
+	if err != nil {
+		return s, err
+	}
+	err = json.Unmarshal(data, &s)
+	return s, err
+}
+
+// Make runs make in the tree with the variables every call must share.
+func (t *Tree) Make(ctx context.Context, args ...string) error {
+	all := append([]string{"CC=" + t.CC, "KERNELRELEASE=" + t.Release, "KCFLAGS=" + KCFLAGS}, args...)
+	if err := t.run(ctx, t.Dir, "make", all...); err != nil {
+		return fmt.Errorf("make %s in %s: %w", strings.Join(args, " "), t.Dir, err)
+	}
+	return nil
+}
+
+// Lock takes an exclusive lock on the tree: a build patches the sources in
+// place, so two builds must not overlap. Call the returned function to unlock.
+func (t *Tree) Lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(t.Dir, ".livesplice-lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", t.Dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// CompilerText returns CONFIG_CC_VERSION_TEXT from the tree's .config.
+func (t *Tree) CompilerText() (string, error) {
+	f, err := os.Open(filepath.Join(t.Dir, ".config"))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "CONFIG_CC_VERSION_TEXT="); ok {
+			return strings.Trim(v, `"`), nil
+		}
+	}
+	return "", fmt.Errorf("%s/.config has no CONFIG_CC_VERSION_TEXT", t.Dir)
+}
+
+// CheckCompiler refuses to build when t.CC is not the compiler that built
+// the target kernel: the code would not match what is running.
+func (t *Tree) CheckCompiler(ctx context.Context) (string, error) {
+	want, err := t.CompilerText()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, t.CC, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("running %s --version: %w", t.CC, err)
+	}
+	got, _, _ := strings.Cut(string(out), "\n")
+	if got != want {
+		return "", fmt.Errorf("compiler %s is %q but the kernel was built with %q", t.CC, got, want)
+	}
+	return want, nil
+}
+
+func (t *Tree) run(ctx context.Context, dir, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	var tail bytes.Buffer
+	w := io.Writer(&tail)
+	if t.Stderr != nil {
+		w = io.MultiWriter(&tail, t.Stderr)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w\n%s", err, lastLines(tail.String(), 15))
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

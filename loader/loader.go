@@ -1,0 +1,277 @@
+package loader
+
+import (
+	"bufio"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/livesplice/livesplice/kallsyms"
+	"github.com/livesplice/livesplice/pack"
+)
+
+// Loader talks to the running kernel. The zero value uses the real
+// /proc and /sys paths.
+type Loader struct {
+	// Kallsyms is the symbol table to read; default /proc/kallsyms.
+	Kallsyms string
+	// SysModule is where modules appear; default /sys/module.
+	SysModule string
+	// Retries and RetryMS tell the helper how often and how long to wait
+	// when a task is inside the code; 0 takes the helper's defaults.
+	Retries, RetryMS int
+}
+
+func (l *Loader) kallsymsPath() string {
+	if l.Kallsyms != "" {
+		return l.Kallsyms
+	}
+	return "/proc/kallsyms"
+}
+
+func (l *Loader) sysModule() string {
+	if l.SysModule != "" {
+		return l.SysModule
+	}
+	return "/sys/module"
+}
+
+// Plan is what the loader decided before touching the kernel.
+type Plan struct {
+	// Addrs are the addresses of the manifest's symbols, in its order.
+	Addrs []uint64
+	// Expect are the bytes expected at each function's patch site.
+	Expect [][]byte
+}
+
+// Params returns the module parameters that hand the plan to the helper.
+func (p *Plan) Params(retries, retryMS int) string {
+	addrs := make([]string, len(p.Addrs))
+	for i, a := range p.Addrs {
+		addrs[i] = fmt.Sprintf("0x%x", a)
+	}
+	var expect strings.Builder
+	for _, e := range p.Expect {
+		expect.WriteString(hex.EncodeToString(e))
+	}
+	params := fmt.Sprintf("addrs=%s expect=%s", strings.Join(addrs, ","), expect.String())
+	if retries > 0 {
+		params += fmt.Sprintf(" retries=%d", retries)
+	}
+	if retryMS > 0 {
+		params += fmt.Sprintf(" retry_ms=%d", retryMS)
+	}
+	return params
+}
+
+// MakePlan resolves the manifest's symbols in the symbol table and computes
+// the bytes expected at every patch site.
+func MakePlan(m *pack.Manifest, syms *kallsyms.Table) (*Plan, error) {
+	p := &Plan{}
+	var missing []string
+	resolve := func(name string) (uint64, bool) {
+		s, err := syms.Unique(name)
+		if err != nil {
+			missing = append(missing, err.Error())
+			return 0, false
+		}
+		return s.Addr, true
+	}
+	addrOf := make(map[string]uint64)
+	for _, name := range m.Symbols {
+		a, _ := resolve(name)
+		addrOf[name] = a
+		p.Addrs = append(p.Addrs, a)
+	}
+	for _, f := range m.Functions {
+		old, ok := addrOf[f.Name]
+		if !ok {
+			old, ok = resolve(f.Name)
+		}
+		if !ok {
+			continue
+		}
+		if ext := syms.Extent(kallsyms.Symbol{Addr: old}); ext != 0 && ext < uint64(f.Size) {
+			return nil, refuse(KindMismatch, m.ID, nil, "function %s is at most %d bytes in the running kernel, the pack was built from one of %d bytes", f.Name, ext, f.Size)
+		}
+		code := append([]byte(nil), f.PreCode...)
+		for _, r := range f.PreRelocs {
+			if r.Offset >= uint64(f.SiteOffset+5) || r.Offset+8 <= uint64(f.SiteOffset) {
+				continue
+			}
+			target, ok := resolve(r.Symbol)
+			if !ok {
+				continue
+			}
+			if err := relocate(code, r, target, old); err != nil {
+				return nil, refuse(KindPack, m.ID, err, "function %s", f.Name)
+			}
+		}
+		p.Expect = append(p.Expect, code[f.SiteOffset:f.SiteOffset+5])
+	}
+	if len(missing) > 0 {
+		return nil, refuse(KindSymbol, m.ID, nil, "%s", strings.Join(missing, "; "))
+	}
+	return p, nil
+}
+
+// relocate writes into code the value relocation r takes for a function
+// loaded at base whose target symbol is at target.
+func relocate(code []byte, r pack.Reloc, target, base uint64) error {
+	v := target + uint64(r.Addend)
+	var size int
+	switch r.Type {
+	case elf.R_X86_64_PC32.String(), elf.R_X86_64_PLT32.String():
+		v -= base + r.Offset
+		size = 4
+	case elf.R_X86_64_32S.String():
+		size = 4
+	case elf.R_X86_64_64.String():
+		size = 8
+	default:
+		return fmt.Errorf("relocation %s at +%#x: type not supported", r.Type, r.Offset)
+	}
+	if r.Offset+uint64(size) > uint64(len(code)) {
+		return fmt.Errorf("relocation %s at +%#x is outside the code", r.Type, r.Offset)
+	}
+	if size == 4 {
+		if int64(v) != int64(int32(v)) {
+			return fmt.Errorf("relocation %s at +%#x to %s overflows", r.Type, r.Offset, r.Symbol)
+		}
+		binary.LittleEndian.PutUint32(code[r.Offset:], uint32(v))
+	} else {
+		binary.LittleEndian.PutUint64(code[r.Offset:], v)
+	}
+	return nil
+}
+
+// Apply loads the pack's module and has it patch the kernel. On any
+// refusal the module is unloaded again and the kernel is unchanged.
+func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
+	m := &p.Manifest
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, err
+	}
+	if rel := unix.ByteSliceToString(uts.Release[:]); rel != m.Target.Release {
+		return nil, refuse(KindKernel, m.ID, nil, "the pack is for kernel %s, this kernel is %s", m.Target.Release, rel)
+	}
+	loaded, err := l.List()
+	if err != nil {
+		return nil, err
+	}
+	mine := make(map[string]bool)
+	for _, f := range m.Functions {
+		mine[f.Name] = true
+	}
+	for _, s := range loaded {
+		if s.ID == m.ID {
+			return nil, refuse(KindState, m.ID, nil, "already loaded (state %s); undo it first", s.State)
+		}
+		for _, f := range s.Functions {
+			if mine[f.Name] && s.State == "applied" {
+				return nil, refuse(KindState, m.ID, nil, "function %s is already replaced by update %s; undo that first", f.Name, s.ID)
+			}
+		}
+	}
+	syms, err := kallsyms.ReadFile(l.kallsymsPath())
+	if err != nil {
+		return nil, refuse(KindSymbol, m.ID, err, "cannot read the kernel's symbols")
+	}
+	plan, err := MakePlan(m, syms)
+	if err != nil {
+		return nil, err
+	}
+	if err := loadModule(m.ModuleName, p.Files[m.Module], plan.Params(l.Retries, l.RetryMS)); err != nil {
+		return nil, refuse(KindLoad, m.ID, err, "loading module %s", m.ModuleName)
+	}
+	fail := func(err error) (*Status, error) {
+		if uerr := unloadModule(m.ModuleName); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("and unloading %s failed: %w", m.ModuleName, uerr))
+		}
+		return nil, err
+	}
+	if err := l.control(m.ID, m.ModuleName, "calibrate"); err != nil {
+		return fail(err)
+	}
+	if err := l.control(m.ID, m.ModuleName, "apply"); err != nil {
+		return fail(err)
+	}
+	return l.readStatus(m.ModuleName)
+}
+
+// Undo takes update id back out and unloads its module. The returned
+// status is the last one read before the unload, with the undo stop time.
+func (l *Loader) Undo(id string) (*Status, error) {
+	s, err := l.Show(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.State == "applied" {
+		if err := l.control(id, s.Module, "undo"); err != nil {
+			return nil, err
+		}
+		if s, err = l.readStatus(s.Module); err != nil {
+			return nil, err
+		}
+	}
+	if err := unloadModule(s.Module); err != nil {
+		return nil, refuse(KindLoad, id, err, "undone, but unloading module %s failed", s.Module)
+	}
+	return s, nil
+}
+
+// loadModule loads a module image with parameters, through a memfd so that
+// nothing is written to disk.
+func loadModule(name string, image []byte, params string) error {
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if _, err := f.Write(image); err != nil {
+		return err
+	}
+	if err := unix.FinitModule(fd, params, 0); err != nil {
+		if msgs := kernelMessages(name); msgs != "" {
+			return fmt.Errorf("%w; kernel said: %s", err, msgs)
+		}
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EKEYREJECTED) {
+			return fmt.Errorf("%w (the kernel refuses unsigned modules: lockdown or module.sig_enforce)", err)
+		}
+		return err
+	}
+	return nil
+}
+
+func unloadModule(name string) error {
+	return unix.DeleteModule(name, unix.O_NONBLOCK)
+}
+
+// kernelMessages returns the recent kernel log lines that mention name.
+func kernelMessages(name string) string {
+	f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		_, msg, ok := strings.Cut(sc.Text(), ";")
+		if ok && strings.Contains(msg, name) {
+			lines = append(lines, msg)
+		}
+	}
+	if len(lines) > 3 {
+		lines = lines[len(lines)-3:]
+	}
+	return strings.Join(lines, " | ")
+}

@@ -1,0 +1,141 @@
+package loader
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/livesplice/livesplice/kallsyms"
+	"github.com/livesplice/livesplice/pack"
+)
+
+// cmdlineProcShow is fs/proc/cmdline.o's cmdline_proc_show from Debian's
+// 6.1.192 source, relocation fields zero.
+var cmdlineProcShow = []byte{
+	0xe8, 0, 0, 0, 0, // call __fentry__
+	0x53,                         // push %rbx
+	0x48, 0x8b, 0x35, 0, 0, 0, 0, // mov saved_command_line(%rip),%rsi
+	0x48, 0x89, 0xfb,
+	0xe8, 0, 0, 0, 0, // call seq_puts
+	0x48, 0x89, 0xdf,
+	0xbe, 0x0a, 0, 0, 0,
+	0xe8, 0, 0, 0, 0, // call seq_putc
+	0x31, 0xc0, 0x5b,
+	0xe9, 0, 0, 0, 0, // jmp __x86_return_thunk
+}
+
+func demoManifest() *pack.Manifest {
+	return &pack.Manifest{
+		ID: "demo", ModuleName: "livesplice_demo",
+		Functions: []pack.Function{{
+			Name: "cmdline_proc_show", Size: len(cmdlineProcShow), NewSize: 64, SiteOffset: 5, PreCode: cmdlineProcShow,
+			PreRelocs: []pack.Reloc{
+				{Offset: 1, Type: "R_X86_64_PLT32", Symbol: "__fentry__", Addend: -4},
+				{Offset: 9, Type: "R_X86_64_PC32", Symbol: "saved_command_line", Addend: -4},
+				{Offset: 0x11, Type: "R_X86_64_PLT32", Symbol: "seq_puts", Addend: -4},
+			},
+		}},
+		Symbols: []string{"text_poke", "cmdline_proc_show", "seq_puts"},
+	}
+}
+
+const symtab = `ffffffff81000000 T text_poke
+ffffffff81300000 t cmdline_proc_show
+ffffffff81300030 t proc_show
+ffffffff81300100 T seq_puts
+ffffffff81400000 t proc_show
+ffffffff82000010 D saved_command_line
+ffffffff81000100 T __fentry__
+`
+
+func TestMakePlan(t *testing.T) {
+	syms, err := kallsyms.Parse(strings.NewReader(symtab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := MakePlan(demoManifest(), syms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{0xffffffff81000000, 0xffffffff81300000, 0xffffffff81300100}; !slices.Equal(plan.Addrs, want) {
+		t.Errorf("Addrs = %x, want %x", plan.Addrs, want)
+	}
+	// saved_command_line - 4 - (cmdline_proc_show + 9) = 0xd00003
+	want := []byte{0x53, 0x48, 0x8b, 0x35, 0x03}
+	if len(plan.Expect) != 1 || !bytes.Equal(plan.Expect[0], want) {
+		t.Errorf("Expect = % x, want % x", plan.Expect, want)
+	}
+	params := plan.Params(3, 50)
+	if params != "addrs=0xffffffff81000000,0xffffffff81300000,0xffffffff81300100 expect=53488b3503 retries=3 retry_ms=50" {
+		t.Errorf("Params = %q", params)
+	}
+}
+
+func TestMakePlanRefuses(t *testing.T) {
+	syms, err := kallsyms.Parse(strings.NewReader(symtab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(*pack.Manifest)
+		kind Kind
+		want string
+	}{
+		{"missing symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "no_such_fn") }, KindSymbol, "no_such_fn is not in"},
+		{"ambiguous symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "proc_show") }, KindSymbol, "proc_show is ambiguous: 2"},
+		{"too big", func(m *pack.Manifest) {
+			m.Functions[0].Size = 0x40
+			m.Functions[0].PreCode = make([]byte, 0x40)
+		}, KindMismatch, "at most 48 bytes"},
+	}
+	for _, tt := range tests {
+		m := demoManifest()
+		tt.edit(m)
+		_, err := MakePlan(m, syms)
+		var le *Error
+		if !errors.As(err, &le) || le.Kind != tt.kind || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want %v error containing %q", tt.name, err, tt.kind, tt.want)
+		}
+	}
+}
+
+func TestStatusAndControl(t *testing.T) {
+	root := t.TempDir()
+	d := filepath.Join(root, "livesplice_demo", "livesplice")
+	if err := os.MkdirAll(filepath.Join(d, "control"), 0o755); err != nil { // a directory: writes fail
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"id": "demo\n", "state": "applied\n", "description": "hide secrets\n",
+		"functions":     "cmdline_proc_show 0xffffffff81300000 0xffffffffc0001000 5\n",
+		"apply_stop_ns": "812000\n", "empty_stop_ns": "600000\n",
+		"error": "busy: task 42 (cat) is inside cmdline_proc_show+0x10/0x2a\n",
+	}
+	for name, data := range files {
+		os.WriteFile(filepath.Join(d, name), []byte(data), 0o644)
+	}
+	os.MkdirAll(filepath.Join(root, "ext4"), 0o755) // not ours
+	l := &Loader{SysModule: root}
+	all, err := l.List()
+	if err != nil || len(all) != 1 {
+		t.Fatalf("List = %v, %v", all, err)
+	}
+	s := all[0]
+	if s.ID != "demo" || s.State != "applied" || s.ApplyStopNS != 812000 || s.EmptyStopNS != 600000 ||
+		len(s.Functions) != 1 || s.Functions[0].New != 0xffffffffc0001000 || s.Functions[0].SiteOffset != 5 {
+		t.Errorf("status = %+v", s)
+	}
+	if _, err := l.Show("other"); err == nil {
+		t.Error("Show(other) found something")
+	}
+	err = l.control("demo", "livesplice_demo", "undo")
+	var le *Error
+	if !errors.As(err, &le) || le.Kind != KindBusy || !strings.Contains(err.Error(), "task 42 (cat)") {
+		t.Errorf("control = %v, want a busy refusal naming the task", err)
+	}
+}

@@ -1,0 +1,148 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Status is an update as the kernel reports it.
+type Status struct {
+	ID          string
+	Description string
+	// Module is the kernel module's name.
+	Module string
+	// State is "loaded" (not patched in) or "applied".
+	State     string
+	Functions []FunctionStatus
+	// Stop times in nanoseconds: the stop_machine call of the last apply and
+	// undo, the time spent in the callback, and the median empty stop.
+	ApplyStopNS, ApplyWorkNS int64
+	UndoStopNS, UndoWorkNS   int64
+	EmptyStopNS              int64
+}
+
+// FunctionStatus is one replaced function.
+type FunctionStatus struct {
+	Name       string
+	Old, New   uint64
+	SiteOffset int
+}
+
+// dir is the sysfs directory of an update module.
+func (l *Loader) dir(module string) string {
+	return filepath.Join(l.sysModule(), module, "livesplice")
+}
+
+// readStatus reads an update module's state from sysfs.
+func (l *Loader) readStatus(module string) (*Status, error) {
+	d := l.dir(module)
+	read := func(name string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(d, name))
+		return strings.TrimSpace(string(b)), err
+	}
+	s := &Status{Module: module}
+	var err error
+	if s.ID, err = read("id"); err != nil {
+		return nil, err
+	}
+	s.Description, _ = read("description")
+	if s.State, err = read("state"); err != nil {
+		return nil, err
+	}
+	for name, dst := range map[string]*int64{
+		"apply_stop_ns": &s.ApplyStopNS, "apply_work_ns": &s.ApplyWorkNS,
+		"undo_stop_ns": &s.UndoStopNS, "undo_work_ns": &s.UndoWorkNS, "empty_stop_ns": &s.EmptyStopNS,
+	} {
+		if v, err := read(name); err == nil {
+			*dst, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	funcs, err := read("functions")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(funcs, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 4 {
+			continue
+		}
+		old, err1 := strconv.ParseUint(f[1], 0, 64)
+		nw, err2 := strconv.ParseUint(f[2], 0, 64)
+		site, err3 := strconv.Atoi(f[3])
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return nil, fmt.Errorf("%s/functions: line %q: %w", d, line, err)
+		}
+		s.Functions = append(s.Functions, FunctionStatus{Name: f[0], Old: old, New: nw, SiteOffset: site})
+	}
+	return s, nil
+}
+
+// List returns every update module loaded in the kernel, by id.
+func (l *Loader) List() ([]*Status, error) {
+	entries, err := os.ReadDir(l.sysModule())
+	if err != nil {
+		return nil, err
+	}
+	var out []*Status
+	for _, e := range entries {
+		if _, err := os.Stat(l.dir(e.Name())); err != nil {
+			continue
+		}
+		s, err := l.readStatus(e.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // unloaded meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Show returns the update with the given id.
+func (l *Loader) Show(id string) (*Status, error) {
+	all, err := l.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		if s.ID == id {
+			return s, nil
+		}
+	}
+	return nil, refuse(KindState, id, nil, "no such update is loaded (livesplice list shows what is)")
+}
+
+// control writes a command to the module's control file. On failure it
+// returns the helper's one-line account of why, classified.
+func (l *Loader) control(id, module, cmd string) error {
+	path := filepath.Join(l.dir(module), "control")
+	err := os.WriteFile(path, []byte(cmd), 0)
+	if err == nil {
+		return nil
+	}
+	msg, rerr := os.ReadFile(filepath.Join(l.dir(module), "error"))
+	line := strings.TrimSpace(string(msg))
+	if rerr != nil || line == "" {
+		return refuse(KindLoad, id, err, "%s failed and the module gave no reason", cmd)
+	}
+	kind := KindLoad
+	word, rest, _ := strings.Cut(line, ":")
+	switch word {
+	case "busy":
+		kind = KindBusy
+	case "mismatch":
+		kind = KindMismatch
+	case "state":
+		kind = KindState
+	}
+	return refuse(kind, id, nil, "%s: %s", cmd, strings.TrimSpace(rest))
+}
