@@ -1,0 +1,72 @@
+// Command livesplice builds kernel updates from source patches and applies,
+// lists and undoes them on the running kernel without a reboot.
+//
+// Exit codes: 0 success, 1 other errors, 2 usage, 3 bad pack, 4 wrong
+// kernel, 5 missing or ambiguous symbol, 6 busy (a task is in the code),
+// 7 code mismatch, 8 wrong state, 9 the kernel refused the module,
+// 10 the patch cannot be turned into an update.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livesplice/livesplice/builder"
+	"github.com/livesplice/livesplice/loader"
+	"github.com/livesplice/livesplice/pack"
+)
+
+// Exit codes, one per kind of refusal.
+const (
+	exitError    = 1
+	exitUsage    = 2
+	exitPack     = 3
+	exitKernel   = 4
+	exitSymbol   = 5
+	exitBusy     = 6
+	exitMismatch = 7
+	exitState    = 8
+	exitLoad     = 9
+	exitRefused  = 10
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "livesplice",
+		Short:         "Apply kernel fixes to the running kernel without a reboot",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(prepareCmd(), buildCmd(), applyCmd(), listCmd(), showCmd(), undoCmd(), debugCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "livesplice:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+type usageError struct{ error }
+
+func exitCode(err error) int {
+	var le *loader.Error
+	var fe *pack.FormatError
+	var re *builder.RefusedError
+	var ue usageError
+	switch {
+	case errors.As(err, &le):
+		return map[loader.Kind]int{
+			loader.KindPack: exitPack, loader.KindKernel: exitKernel, loader.KindSymbol: exitSymbol,
+			loader.KindBusy: exitBusy, loader.KindMismatch: exitMismatch, loader.KindState: exitState,
+			loader.KindLoad: exitLoad,
+		}[le.Kind]
+	case errors.As(err, &fe):
+		return exitPack
+	case errors.As(err, &re):
+		return exitRefused
+	case errors.As(err, &ue):
+		return exitUsage
+	}
+	return exitError
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/livesplice/livesplice/loader"
+	"github.com/livesplice/livesplice/pack"
+)
+
+func loaderFlags(cmd *cobra.Command, l *loader.Loader) {
+	cmd.Flags().IntVar(&l.Retries, "retries", 0, "how often to retry while a task is inside the code (default: the module's, 5)")
+	cmd.Flags().IntVar(&l.RetryMS, "retry-ms", 0, "pause between retries in ms (default: the module's, 100)")
+}
+
+func applyCmd() *cobra.Command {
+	var l loader.Loader
+	cmd := &cobra.Command{
+		Use:   "apply PACK",
+		Short: "Splice an update into the running kernel",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := pack.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := l.Apply(p)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("applied %s: %s; stop %s\n", s.ID, functionNames(s), stopText(s.ApplyStopNS, s.EmptyStopNS))
+			return nil
+		},
+	}
+	loaderFlags(cmd, &l)
+	return cmd
+}
+
+func undoCmd() *cobra.Command {
+	var l loader.Loader
+	cmd := &cobra.Command{
+		Use:   "undo ID",
+		Short: "Take an update back out of the running kernel and unload it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := l.Undo(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("undone %s: %s restored; stop %s\n", s.ID, functionNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
+			return nil
+		},
+	}
+	loaderFlags(cmd, &l)
+	return cmd
+}
+
+func listCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the updates loaded in the running kernel",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var l loader.Loader
+			all, err := l.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(all)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tSTATE\tFUNCTIONS\tAPPLY STOP")
+			for _, s := range all {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.ID, s.State, functionNames(s), stopText(s.ApplyStopNS, s.EmptyStopNS))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func showCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one update: its functions, addresses and stop times",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var l loader.Loader
+			s, err := l.Show(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(s)
+			}
+			fmt.Printf("id:          %s\nmodule:      %s\nstate:       %s\n", s.ID, s.Module, s.State)
+			if s.Description != "" {
+				fmt.Printf("description: %s\n", s.Description)
+			}
+			fmt.Printf("apply stop:  %s\n", stopText(s.ApplyStopNS, s.EmptyStopNS))
+			if s.UndoStopNS > 0 {
+				fmt.Printf("undo stop:   %s\n", stopText(s.UndoStopNS, s.EmptyStopNS))
+			}
+			fmt.Println("functions:")
+			for _, f := range s.Functions {
+				fmt.Printf("  %s  %#x+%d -> %#x\n", f.Name, f.Old, f.SiteOffset, f.New)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func functionNames(s *loader.Status) string {
+	names := make([]string, len(s.Functions))
+	for i, f := range s.Functions {
+		names[i] = f.Name
+	}
+	return strings.Join(names, ",")
+}
+
+// stopText prints a stop time and its ratio to an empty stop_machine.
+func stopText(ns, empty int64) string {
+	if ns <= 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%d us", ns/1000)
+	if empty > 0 {
+		s += fmt.Sprintf(" (%.2fx empty stop_machine %d us)", float64(ns)/float64(empty), empty/1000)
+	}
+	return s
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
