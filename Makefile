@@ -1,0 +1,60 @@
+# livesplice: see README.md. Everything kernel-related targets Debian 12's
+# 6.1.0-56-amd64 kernel (source 6.1.192-2) and runs it only inside qemu.
+
+RELEASE      := 6.1.0-56-amd64
+SOURCE_VER   := 6.1.192-2
+CACHE        ?= $(HOME)/.cache/livesplice
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+GO           ?= go
+
+# The pinned Debian packages the builder and the guest need.
+APT_PACKAGES := linux-source-6.1=$(SOURCE_VER) linux-image-$(RELEASE) \
+	linux-headers-$(RELEASE) qemu-system-x86 busybox-static cpio \
+	bc bison flex libelf-dev libssl-dev dwarves gcc-12 patch xz-utils
+
+export LIVESPLICE_CACHE := $(CACHE)
+
+.PHONY: all build demo test unit vet kernel-inputs apt-packages bench clean
+
+all: build
+
+build:
+	$(GO) build ./...
+	$(GO) build -o bin/livesplice ./cmd/livesplice
+
+# Installs the pinned packages (once) and prepares the source tree (once,
+# cached in $(CACHE)/trees/$(RELEASE), reused afterwards).
+kernel-inputs: apt-packages
+	$(GO) run ./cmd/livesplice prepare --config /boot/config-$(RELEASE) \
+		--tarball /usr/src/linux-source-6.1.tar.xz
+
+apt-packages:
+	@missing=; for p in $(APT_PACKAGES); do n=$${p%%=*}; \
+		got=$$(dpkg-query -W -f='$${db:Status-Status} $${Version}' $$n 2>/dev/null); \
+		case "$$got" in "installed "*) [ "$$n" = "$$p" ] || [ "$$got" = "installed $${p#*=}" ] || missing="$$missing $$p";; \
+		*) missing="$$missing $$p";; esac; done; \
+	if [ -n "$$missing" ]; then \
+		echo "kernel inputs: installing$$missing"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	else echo "kernel inputs: packages installed"; fi
+
+# The main job: a real patch built, applied, listed and undone on Debian's
+# kernel in qemu.
+demo: kernel-inputs
+	$(GO) run ./cmd/livesplice-demo --cache $(CACHE)
+
+vet:
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+# Every test: unit tests, the module build, the qemu harness and the
+# end-to-end tests on Debian's kernel.
+test: kernel-inputs vet
+	$(GO) test -count=1 -timeout 80m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin

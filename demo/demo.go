@@ -1,0 +1,151 @@
+package demo
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/livesplice/livesplice/builder"
+	"github.com/livesplice/livesplice/guest"
+	"github.com/livesplice/livesplice/pack"
+)
+
+// ID is the demo update's id.
+const ID = "demo-cmdline"
+
+// Secret is the command-line word the demo fix hides in /proc/cmdline.
+const (
+	Secret       = "secret=hunter2"
+	SecretHidden = "secret=***"
+)
+
+//go:embed scenarios/*.sh
+var scenarios embed.FS
+
+// Scenario returns the embedded scenario script name (e.g. "apply").
+func Scenario(name string) (string, error) {
+	b, err := scenarios.ReadFile("scenarios/" + name + ".sh")
+	return string(b), err
+}
+
+// Setup says where the inputs are.
+type Setup struct {
+	// Repo is the root of the livesplice repository.
+	Repo string
+	// Config is the target kernel's config, Kernel its image.
+	Config, Kernel string
+	// Tree is the prepared source tree.
+	Tree *builder.Tree
+	// Headers is the target's kernel headers tree.
+	Headers string
+	// Work receives the binary, the packs and the initramfs.
+	Work string
+}
+
+// DefaultSetup returns the setup for Debian's 6.1.0-56-amd64 with the
+// tree in the default cache.
+func DefaultSetup(repo, cache, work string) Setup {
+	const rel = "6.1.0-56-amd64"
+	return Setup{
+		Repo:    repo,
+		Config:  "/boot/config-" + rel,
+		Kernel:  "/boot/vmlinuz-" + rel,
+		Tree:    &builder.Tree{Dir: filepath.Join(cache, "trees", rel), Release: rel, CC: "gcc-12"},
+		Headers: "/usr/src/linux-headers-" + rel,
+		Work:    work,
+	}
+}
+
+// Binary builds a static livesplice for the guest and returns its path.
+func (s Setup) Binary(ctx context.Context) (string, error) {
+	out := filepath.Join(s.Work, "livesplice")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/livesplice")
+	cmd.Dir = s.Repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the guest's livesplice: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// Pack builds the demo update pack and returns its path.
+func (s Setup) Pack(ctx context.Context) (string, *pack.Manifest, error) {
+	out := filepath.Join(s.Work, "demo.tar.xz")
+	m, err := builder.Build(ctx, builder.Options{
+		Tree:        s.Tree,
+		Config:      s.Config,
+		Patch:       filepath.Join(s.Repo, "testdata", "demo", "proc-cmdline-hide-secret.patch"),
+		ID:          ID,
+		Description: "proc: cmdline: hide the values of secret= parameters",
+		Headers:     s.Headers,
+		Source:      "linux-source-6.1 6.1.192-2",
+		Out:         out,
+		WorkDir:     filepath.Join(s.Work, "build"),
+	})
+	return out, m, err
+}
+
+// Boot boots the target kernel with the binary and the packs (guest name
+// under /packs -> host path) and runs the named scenario.
+func (s Setup) Boot(ctx context.Context, binary string, packs map[string]string, scenario string, cfg guest.Config) (*guest.Result, error) {
+	script, err := Scenario(scenario)
+	if err != nil {
+		return nil, err
+	}
+	files := []guest.File{guest.Scenario(script), {Path: "/bin/livesplice", Mode: 0o755, Source: binary}}
+	for name, src := range packs {
+		files = append(files, guest.File{Path: "/packs/" + name, Mode: 0o644, Source: src})
+	}
+	initrd := filepath.Join(s.Work, "initrd-"+scenario+".gz")
+	if err := guest.BuildInitramfs(initrd, files); err != nil {
+		return nil, err
+	}
+	cfg.Kernel, cfg.Initrd = s.Kernel, initrd
+	cfg.Append = append([]string{Secret}, cfg.Append...)
+	return guest.Run(ctx, cfg)
+}
+
+// Steps splits a scenario's output at its "@@step NAME" markers.
+func Steps(out string) map[string]string {
+	steps := make(map[string]string)
+	parts := stepRE.Split(out, -1)
+	names := stepRE.FindAllStringSubmatch(out, -1)
+	for i, n := range names {
+		steps[n[1]] = strings.TrimSpace(parts[i+1])
+	}
+	return steps
+}
+
+var stepRE = regexp.MustCompile(`(?m)^@@step (\S+)\n`)
+
+// ExitStatus returns the "@@rc N" a step printed, or -1.
+func ExitStatus(step string) int {
+	m := rcRE.FindStringSubmatch(step)
+	if m == nil {
+		return -1
+	}
+	var n int
+	fmt.Sscan(m[1], &n)
+	return n
+}
+
+var rcRE = regexp.MustCompile(`(?m)^@@rc (\d+)$`)
+
+// KernelProblems returns the lines of a kernel log that report a warning,
+// a BUG or an oops.
+func KernelProblems(dmesg string) []string {
+	var bad []string
+	for _, line := range strings.Split(dmesg, "\n") {
+		if problemRE.MatchString(line) {
+			bad = append(bad, line)
+		}
+	}
+	return bad
+}
+
+var problemRE = regexp.MustCompile(`WARNING:|BUG:|Oops|general protection|Call Trace:|kernel panic|invalid opcode`)

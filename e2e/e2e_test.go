@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livesplice/livesplice/demo"
+	"github.com/livesplice/livesplice/guest"
+)
+
+// setup builds the guest binary and the demo pack once for all cases.
+func setup(t *testing.T) (demo.Setup, string, string) {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := os.Getenv("LIVESPLICE_CACHE")
+	if cache == "" {
+		home, _ := os.UserCacheDir()
+		cache = filepath.Join(home, "livesplice")
+	}
+	s := demo.DefaultSetup(repo, cache, t.TempDir())
+	for _, p := range []string{s.Config, s.Kernel, s.Headers} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("kernel input missing (run `make kernel-inputs`): %v", err)
+		}
+	}
+	if err := s.Tree.Check(s.Config); err != nil {
+		t.Fatalf("%v (run `make kernel-inputs`)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	bin, err := s.Binary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	packPath, m, err := s.Pack(ctx)
+	if err != nil {
+		t.Fatalf("building the demo pack: %v", err)
+	}
+	t.Logf("built %s in %s", packPath, time.Since(start).Round(100*time.Millisecond))
+	if len(m.Functions) != 1 || m.Functions[0].Name != "cmdline_proc_show" {
+		t.Fatalf("demo pack replaces %+v, want just cmdline_proc_show", m.Functions)
+	}
+	return s, bin, packPath
+}
+
+func TestEndToEnd(t *testing.T) {
+	s, bin, packPath := setup(t)
+	t.Run("apply-list-undo", func(t *testing.T) { applyListUndo(t, s, bin, packPath) })
+	t.Run("refusals", func(t *testing.T) { refusals(t, s, bin, packPath) })
+}
+
+func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 5 * time.Minute})
+	if err != nil {
+		t.Fatalf("guest: %v", err)
+	}
+	t.Logf("guest ran %s in %s", scenario, res.Duration.Round(100*time.Millisecond))
+	if res.ExitCode != 0 {
+		t.Fatalf("scenario exited %d:\n%s", res.ExitCode, res.Transcript)
+	}
+	steps := demo.Steps(res.ScenarioOutput())
+	if _, ok := steps["end"]; !ok {
+		t.Fatalf("scenario did not finish:\n%s", res.Transcript)
+	}
+	if bad := demo.KernelProblems(steps["dmesg"]); len(bad) > 0 {
+		t.Errorf("kernel log has problems:\n%s", strings.Join(bad, "\n"))
+	}
+	return steps
+}
+
+var stopRE = regexp.MustCompile(`stop (\d+) us \(([0-9.]+)x empty stop_machine (\d+) us\)`)
+
+func applyListUndo(t *testing.T, s demo.Setup, bin, packPath string) {
+	steps := boot(t, s, bin, map[string]string{"demo.tar.xz": packPath}, "apply")
+	check := func(step, want, dontWant string) {
+		t.Helper()
+		out := steps[step]
+		if !strings.Contains(out, want) || (dontWant != "" && strings.Contains(out, dontWant)) {
+			t.Errorf("step %s: want %q and not %q, got:\n%s", step, want, dontWant, out)
+		}
+	}
+	check("before", demo.Secret, demo.SecretHidden)
+	check("after", demo.SecretHidden, demo.Secret)
+	check("undone", demo.Secret, demo.SecretHidden)
+	for _, step := range []string{"apply", "undo"} {
+		if rc := demo.ExitStatus(steps[step]); rc != 0 {
+			t.Errorf("livesplice %s exited %d:\n%s", step, rc, steps[step])
+		}
+		m := stopRE.FindStringSubmatch(steps[step])
+		if m == nil {
+			t.Errorf("livesplice %s did not report its stop time and ratio:\n%s", step, steps[step])
+			continue
+		}
+		ratio, _ := strconv.ParseFloat(m[2], 64)
+		t.Logf("%s: stop %s us, %.2fx an empty stop_machine (%s us, median of 7, same boot)", step, m[1], ratio, m[3])
+	}
+	check("list", demo.ID, "")
+	check("list", "applied", "")
+	check("list", "cmdline_proc_show", "")
+	if !stopRE.MatchString(steps["list"]) {
+		t.Errorf("list does not show the stop time:\n%s", steps["list"])
+	}
+	check("show", "cmdline_proc_show", "")
+	check("modules", "none", "")
+	// Bit 15 (K, livepatch) of the taint mask must be set after an apply.
+	taint, err := strconv.ParseUint(strings.TrimSpace(steps["taint"]), 10, 64)
+	if err != nil || taint&(1<<15) == 0 {
+		t.Errorf("kernel taint %q does not have TAINT_LIVEPATCH", steps["taint"])
+	}
+}
+
+func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
+	packs, err := demo.BadPacks(packPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := boot(t, s, bin, packs, "refuse")
+	tests := []struct {
+		step string
+		rc   int
+		want []string
+	}{
+		{"stale", 7, []string{"cmdline_proc_show+0x5", "expected", "found"}},
+		{"wrong-kernel", 4, []string{"6.1.0-53-amd64", "6.1.0-56-amd64"}},
+		{"damaged", 3, []string{"damaged.tar.xz"}},
+	}
+	for _, tt := range tests {
+		out := steps[tt.step]
+		if rc := demo.ExitStatus(out); rc != tt.rc {
+			t.Errorf("%s: exit %d, want %d:\n%s", tt.step, rc, tt.rc, out)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: message lacks %q:\n%s", tt.step, w, out)
+			}
+		}
+	}
+	if before, after := steps["text-before"], steps["text-after"]; before == "" || before != after {
+		t.Errorf("kernel text changed across the refusals:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if !strings.Contains(steps["modules"], "none") {
+		t.Errorf("a livesplice module stayed loaded:\n%s", steps["modules"])
+	}
+	if !strings.Contains(steps["cmdline"], demo.Secret) {
+		t.Errorf("behaviour changed after refusals: %s", steps["cmdline"])
+	}
+}
