@@ -1,0 +1,51 @@
+// Package module turns an update into a Linux kernel module that applies it.
+//
+// The module is built with Kbuild against the target kernel's headers. It is
+// made of three parts:
+//
+//   - a fixed C helper (c/livesplice-helper.c, embedded in this package) that
+//     checks its parameters, fixes up the replacement code, and patches and
+//     unpatches the running kernel under stop_machine on request;
+//   - a generated C file (livesplice-meta.c) with the update's metadata: the
+//     functions to replace, the relocations still to apply, the names of the
+//     kernel symbols whose addresses the loader passes in;
+//   - the prebuilt ELF relocatable objects holding the replacement code,
+//     linked in as livesplice-patchN.o (shipped to Kbuild as
+//     livesplice-patchN.o_shipped).
+//
+// Generate writes the Kbuild directory and returns the ordered list of
+// kernel symbols whose addresses the loader must pass in the module's addrs
+// parameter; Build runs Kbuild and returns the .ko.
+//
+// # Module parameters
+//
+//   - addrs (ulong array): the addresses of the symbols Generate returned, in
+//     that order, e.g. addrs=0xffffffff81040a10,0xffffffff81040b20,...
+//   - expect (charp): for each Func in order, the 5 bytes expected at
+//     old+SiteOffset as 10 lowercase or uppercase hex digits, concatenated
+//     with no separator, e.g. expect=0f1f440000 for one function.
+//   - retries (int, default 5), retry_ms (int, default 100): how often and how
+//     long to wait between attempts while a task is in the way.
+//
+// At init every address is checked with sprint_symbol, which must print
+// exactly "NAME+0x0/0xSIZE"; the relocations are then written into the
+// module's own (read-only) code with text_poke under text_mutex.
+//
+// # sysfs
+//
+// /sys/module/NAME/livesplice/ holds:
+//
+//	id, description       the update (read)
+//	state                 "loaded" or "applied"
+//	functions             one line per function: NAME 0xOLD 0xNEW SITEOFFSET (root only)
+//	control               write "apply", "undo" or "calibrate"; blocks until done
+//	error                 last failure as one line, empty after a success
+//	apply_stop_ns, apply_work_ns, undo_stop_ns, undo_work_ns, empty_stop_ns
+//
+// A control write returns -EBUSY when a task stays in the way after all
+// retries (error "busy: task PID (COMM) is inside SYM+0xOFF/0xSIZE" or "busy:
+// task PID (COMM) has an unreliable stack at ..."), -EILSEQ when a site holds
+// other bytes than expected (error "mismatch: NAME+0xOFF: expected .., found
+// .."), and -EINVAL for an unknown word ("invalid: ...") or the wrong state
+// ("state: already applied", "state: not applied").
+package module
