@@ -49,7 +49,11 @@ func (e *RefusedError) Error() string {
 // Build compiles the objects the patch touches before and after it, finds
 // the changed functions, builds the update module and writes the pack.
 func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
-	if err := pack.CheckID(o.ID); err != nil {
+	err := pack.CheckID(o.ID)
+	if err != nil {
+		return nil, err
+	}
+	if o.Patch, err = filepath.Abs(o.Patch); err != nil {
 		return nil, err
 	}
 	diff, err := os.ReadFile(o.Patch)
@@ -82,8 +86,8 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		return nil, err
 	}
 
-	modDir := filepath.Join(work, "module")
-	if err := os.MkdirAll(modDir, 0o755); err != nil {
+	extractDir, modDir := filepath.Join(work, "extract"), filepath.Join(work, "module")
+	if err := os.MkdirAll(extractDir, 0o755); err != nil {
 		return nil, err
 	}
 	spec := module.Spec{
@@ -94,7 +98,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	var funcs []pack.Function
 	var refused []string
 	for i, obj := range objects {
-		out := filepath.Join(modDir, fmt.Sprintf("patch%d.o", i))
+		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
 		fs, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), fmt.Sprintf("ls%d_", i), out, &spec)
 		var re *RefusedError
 		if errors.As(err, &re) {
@@ -224,12 +228,10 @@ func extract(obj, prePath, postPath, prefix, out string, spec *module.Spec) ([]p
 	if err != nil {
 		return nil, err
 	}
-	defer pre.Close()
 	post, err := elfobj.Open(postPath)
 	if err != nil {
 		return nil, err
 	}
-	defer post.Close()
 	cs, err := differ.Diff(pre, post)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", obj, err)
