@@ -81,7 +81,7 @@ func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scena
 	return steps
 }
 
-var stopRE = regexp.MustCompile(`stop (\d+) us \(([0-9.]+)x empty stop_machine (\d+) us\)`)
+var stopRE = regexp.MustCompile(`(\d+) us \(([0-9.]+)x empty stop_machine (\d+) us\)`)
 
 func applyListUndo(t *testing.T, s demo.Setup, bin, packPath string) {
 	steps := boot(t, s, bin, map[string]string{"demo.tar.xz": packPath}, "apply")
@@ -139,6 +139,7 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 	}
 	for _, tt := range tests {
 		out := steps[tt.step]
+		t.Logf("%s: %s", tt.step, out)
 		if rc := demo.ExitStatus(out); rc != tt.rc {
 			t.Errorf("%s: exit %d, want %d:\n%s", tt.step, rc, tt.rc, out)
 		}

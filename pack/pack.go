@@ -116,7 +116,7 @@ func Read(r io.Reader) (*Pack, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading archive: %w", err)
+			return nil, fmt.Errorf("the archive is damaged or truncated: %w", err)
 		}
 		if hdr.Typeflag != tar.TypeReg {
 			return nil, fmt.Errorf("member %q is not a regular file", hdr.Name)
@@ -129,7 +129,7 @@ func Read(r io.Reader) (*Pack, error) {
 		}
 		data, err := io.ReadAll(io.LimitReader(tr, maxFileSize))
 		if err != nil {
-			return nil, fmt.Errorf("reading member %q: %w", hdr.Name, err)
+			return nil, fmt.Errorf("the archive is damaged or truncated in member %q: %w", hdr.Name, err)
 		}
 		if hdr.Name == ManifestName {
 			manifest = data
