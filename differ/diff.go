@@ -1,0 +1,334 @@
+package differ
+
+import (
+	"bytes"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/livesplice/livesplice/elfobj"
+)
+
+// Changeset is what changed between the pre and post builds of one object.
+// A function is listed in at most one of Changed, Added and Refused:
+// Changed and Added hold only what this cut can ship.
+type Changeset struct {
+	Changed []Function // in both, code or relocations differ
+	Added   []Function // only in post (new functions the changed ones call)
+	Refused []Refusal  // what this cut cannot ship, each with a reason
+}
+
+// Function names one function of a changeset.
+type Function struct {
+	Name, Section     string
+	PreSize, PostSize int
+}
+
+// Refusal is one change this cut cannot ship.
+type Refusal struct{ Symbol, Section, Reason string }
+
+// differ holds the state of one Diff call.
+type differ struct {
+	pre, post *object
+	cs        Changeset
+}
+
+var coldName = regexp.MustCompile(`^(.+)\.cold(\.[0-9]+)?$`)
+
+// Diff compares the pre and post builds of one object.
+func Diff(pre, post *elfobj.File) (*Changeset, error) {
+	if pre == nil || post == nil {
+		return nil, errors.New("differ: Diff needs both a pre and a post object")
+	}
+	d := &differ{pre: newObject(pre), post: newObject(post)}
+	steps := []func() error{d.compareFunctions, d.compareLooseCode, d.compareData}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return nil, fmt.Errorf("differ: %s vs %s: %w", pre.Name, post.Name, err)
+		}
+	}
+	d.checkShippable()
+	sortChangeset(&d.cs)
+	return &d.cs, nil
+}
+
+func (d *differ) refuse(sym, sec, format string, args ...any) {
+	d.cs.Refused = append(d.cs.Refused, Refusal{Symbol: sym, Section: sec, Reason: fmt.Sprintf(format, args...)})
+}
+
+// compareFunctions fills Changed, Added and name-level refusals.
+func (d *differ) compareFunctions() error {
+	for _, name := range sortedNames(d.post.funcs) {
+		if coldName.MatchString(name) {
+			continue // judged with its parent
+		}
+		postSyms, preSyms := d.post.funcs[name], d.pre.funcs[name]
+		if len(preSyms) == 0 {
+			fn := postSyms[0]
+			d.cs.Added = append(d.cs.Added, Function{Name: name, Section: fn.Section.Name, PostSize: int(fn.Size)})
+			if len(postSyms) > 1 {
+				d.refuse(name, fn.Section.Name, "new function %s is defined %d times in the object: cannot tell the copies apart", name, len(postSyms))
+			}
+			continue
+		}
+		same, err := d.sameCopies(name, preSyms, postSyms)
+		if err != nil {
+			return err
+		}
+		if same {
+			continue
+		}
+		if len(preSyms) > 1 || len(postSyms) > 1 {
+			d.refuse(name, postSyms[0].Section.Name, "function %s is defined %d times in pre and %d in post: cannot tell the copies apart",
+				name, len(preSyms), len(postSyms))
+			continue
+		}
+		pre, post := preSyms[0], postSyms[0]
+		d.cs.Changed = append(d.cs.Changed, Function{Name: name, Section: post.Section.Name,
+			PreSize: int(pre.Size), PostSize: int(post.Size)})
+	}
+	return nil
+}
+
+// sameCopies compares the copies of one function name, pairwise, and
+// their .cold parts.
+func (d *differ) sameCopies(name string, pre, post []*elfobj.Symbol) (bool, error) {
+	if len(pre) != len(post) {
+		return false, nil
+	}
+	for i := range pre {
+		same, err := d.sameFunc(pre[i], post[i])
+		if err != nil || !same {
+			return same, err
+		}
+	}
+	preCold, postCold := d.pre.funcs[name+".cold"], d.post.funcs[name+".cold"]
+	if len(preCold) != len(postCold) {
+		return false, nil
+	}
+	for i := range preCold {
+		same, err := d.sameFunc(preCold[i], postCold[i])
+		if err != nil || !same {
+			return same, err
+		}
+	}
+	return true, nil
+}
+
+// sameFunc compares two functions: masked bytes, then relocations by
+// offset, type and target.
+func (d *differ) sameFunc(a, b *elfobj.Symbol) (bool, error) {
+	ca, ra, err := d.pre.maskedCode(a)
+	if err != nil {
+		return false, err
+	}
+	cb, rb, err := d.post.maskedCode(b)
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(ca, cb) {
+		return false, nil
+	}
+	ka := relocKeys(d.pre, a.Section, a.Value, ra)
+	kb := relocKeys(d.post, b.Section, b.Value, rb)
+	return slices.Equal(ka, kb), nil
+}
+
+// relocKeys describes relocations independently of layout.
+func relocKeys(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Reloc) []string {
+	keys := make([]string, len(relocs))
+	for i, r := range relocs {
+		keys[i] = fmt.Sprintf("%#x %v %s", r.Offset-base, r.Type, o.resolve(sec, r).key)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// compareLooseCode refuses changed code that is not inside an STT_FUNC
+// symbol (assembly entry points, labels typed NOTYPE).
+func (d *differ) compareLooseCode() error {
+	for _, sec := range d.post.f.Sections {
+		if sec == nil || !sec.Executable() || ignoredSection(sec.Name) || !d.hasLooseCode(sec) {
+			continue
+		}
+		preSec := d.pre.f.Section(sec.Name)
+		if preSec != nil && d.sameSection(preSec, sec) {
+			continue
+		}
+		d.refuse(d.looseName(sec), sec.Name, "code in %s changed outside any function symbol (STT_FUNC): cannot replace it as a function", sec.Name)
+	}
+	return nil
+}
+
+// hasLooseCode reports an executable section with bytes no STT_FUNC covers.
+func (d *differ) hasLooseCode(sec *elfobj.Section) bool {
+	covered := make([]bool, len(sec.Data))
+	for _, syms := range d.post.funcs {
+		for _, s := range syms {
+			for i := s.Value; s.Section == sec && i < s.Value+s.Size && i < uint64(len(covered)); i++ {
+				covered[i] = true
+			}
+		}
+	}
+	for i, c := range covered {
+		if !c && sec.Data[i] != 0x90 && sec.Data[i] != 0xcc && sec.Data[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *differ) looseName(sec *elfobj.Section) string {
+	for _, s := range d.post.f.Symbols {
+		if s != nil && s.Section == sec && s.Name != "" && !s.IsSection() && !isLocalLabel(s) {
+			return s.Name
+		}
+	}
+	return sec.Name
+}
+
+// sameSection compares whole sections like functions are compared.
+func (d *differ) sameSection(a, b *elfobj.Section) bool {
+	if a.Type != b.Type || a.Size != b.Size {
+		return false
+	}
+	if a.Type == elf.SHT_NOBITS {
+		return true
+	}
+	ca, cb := append([]byte(nil), a.Data...), append([]byte(nil), b.Data...)
+	for _, r := range a.Relocs {
+		zeroField(ca, r.Offset, r.Type)
+	}
+	for _, r := range b.Relocs {
+		zeroField(cb, r.Offset, r.Type)
+	}
+	return bytes.Equal(ca, cb) && slices.Equal(relocKeys(d.pre, a, 0, a.Relocs), relocKeys(d.post, b, 0, b.Relocs))
+}
+
+// compareData refuses changed or new data sections.
+func (d *differ) compareData() error {
+	for _, sec := range d.post.f.Sections {
+		if sec == nil || !sec.Alloc() || sec.Executable() || isContent(sec) || ignoredSection(sec.Name) {
+			continue
+		}
+		preSec := d.pre.f.Section(sec.Name)
+		switch {
+		case preSec == nil && sec.Size == 0:
+		case preSec == nil:
+			d.refuse(d.looseName(sec), sec.Name, "%s %s added: not supported", dataKind(sec), sec.Name)
+		case !d.sameSection(preSec, sec):
+			d.refuse(d.looseName(sec), sec.Name, "%s %s changed: not supported", dataKind(sec), sec.Name)
+		}
+	}
+	return nil
+}
+
+func dataKind(sec *elfobj.Section) string {
+	if sec.Type == elf.SHT_NOBITS {
+		return "uninitialised data"
+	}
+	return "initialised data"
+}
+
+// checkShippable moves changed and added functions that cannot be
+// shipped to Refused.
+func (d *differ) checkShippable() {
+	refused := map[string]bool{}
+	for _, r := range d.cs.Refused {
+		refused[r.Symbol] = true
+	}
+	extracted := d.extractedSet()
+	keep := func(fns []Function, changed bool) []Function {
+		var out []Function
+		for _, fn := range fns {
+			rs := d.functionRefusals(fn.Name, changed, extracted)
+			d.cs.Refused = append(d.cs.Refused, rs...)
+			if len(rs) == 0 && !refused[fn.Name] {
+				out = append(out, fn)
+			}
+		}
+		return out
+	}
+	d.cs.Changed = keep(d.cs.Changed, true)
+	d.cs.Added = keep(d.cs.Added, false)
+}
+
+func (d *differ) extractedSet() map[string]bool {
+	set := map[string]bool{}
+	for _, fn := range d.cs.Changed {
+		set[fn.Name] = true
+	}
+	for _, fn := range d.cs.Added {
+		set[fn.Name] = true
+	}
+	return set
+}
+
+// functionRefusals runs every check that decides whether one function
+// can be shipped: site safety on pre (changed functions), then what the
+// extraction of post needs.
+func (d *differ) functionRefusals(name string, changed bool, extracted map[string]bool) []Refusal {
+	post := single(d.post.funcs[name])
+	if post == nil {
+		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in post", name)}}
+	}
+	if rs := kindRefusals(d.pre, d.post, post, changed); len(rs) > 0 {
+		return rs
+	}
+	var rs []Refusal
+	if changed {
+		pre := single(d.pre.funcs[name])
+		if pre == nil {
+			return []Refusal{{Symbol: name, Section: post.Section.Name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in pre", name)}}
+		}
+		_, siteRs := siteCheck(d.pre, pre)
+		rs = append(rs, siteRs...)
+	}
+	_, planRs := planFunction(d.pre, d.post, post, extracted)
+	return append(rs, planRs...)
+}
+
+// kindRefusals refuses functions by what they are: __init/__exit code,
+// functions with .cold parts.
+func kindRefusals(pre, post *object, fn *elfobj.Symbol, changed bool) []Refusal {
+	name, sec := fn.Name, fn.Section.Name
+	ref := func(reason string) []Refusal { return []Refusal{{Symbol: name, Section: sec, Reason: reason}} }
+	switch {
+	case initSection(sec) && changed:
+		return ref("__init function changed: it already ran")
+	case initSection(sec):
+		return ref("new __init function: it would never run")
+	case exitSection(sec):
+		return ref("__exit function changed: not supported (discarded from the built-in kernel)")
+	case len(post.funcs[name+".cold"]) > 0 || len(pre.funcs[name+".cold"]) > 0:
+		return ref(fmt.Sprintf("has a .cold part (%s.cold, moved out by gcc): not supported by this cut", name))
+	}
+	return nil
+}
+
+func single(syms []*elfobj.Symbol) *elfobj.Symbol {
+	if len(syms) != 1 {
+		return nil
+	}
+	return syms[0]
+}
+
+func sortedNames(m map[string][]*elfobj.Symbol) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func sortChangeset(cs *Changeset) {
+	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(cs.Changed, byName)
+	slices.SortFunc(cs.Added, byName)
+	slices.SortStableFunc(cs.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
+}

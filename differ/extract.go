@@ -1,0 +1,228 @@
+package differ
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/livesplice/livesplice/elfobj"
+)
+
+// Extraction describes the object Extract wrote.
+type Extraction struct {
+	Functions []Replacement // one per Changed function
+	Fixups    []Fixup       // references to the running kernel, applied by the module at load
+}
+
+// Replacement is one function to redirect.
+type Replacement struct {
+	Name       string // function name (as in the running kernel)
+	NewSymbol  string // GLOBAL symbol in the written object at the replacement's first byte (prefix+name)
+	PreSize    int
+	NewSize    int
+	SiteOffset int     // 5 if the pre function starts with the fentry call, else 0
+	PreCode    []byte  // pre function bytes with relocation fields zeroed
+	PreRelocs  []Reloc // pre relocations, targets named
+}
+
+// Reloc is a relocation of pre code. Symbol is the kernel symbol the
+// relocation points to (a section-symbol reference is named by the symbol
+// covering it, the delta folded into Addend); for targets no symbol names
+// (merged strings, anonymous data) it is the section name and Addend the
+// raw addend: the loader can read such a value but not resolve it.
+type Reloc struct {
+	Offset uint64 // within the function
+	Type   elf.R_X86_64
+	Symbol string
+	Addend int64
+}
+
+// Fixup is a reference from the written object to the running kernel:
+// the module writes Target+Addend (relative per Type) at Symbol+Offset.
+type Fixup struct {
+	Symbol string // GLOBAL symbol in the object
+	Offset uint64
+	Type   elf.R_X86_64
+	Target string // kernel symbol
+	Addend int64
+}
+
+// RefusedError is returned by Extract when the changeset cannot be shipped.
+type RefusedError struct{ Refused []Refusal }
+
+func (e *RefusedError) Error() string {
+	parts := make([]string, len(e.Refused))
+	for i, r := range e.Refused {
+		parts[i] = fmt.Sprintf("%s (%s): %s", r.Symbol, r.Section, r.Reason)
+	}
+	return fmt.Sprintf("%d refused: %s", len(e.Refused), strings.Join(parts, "; "))
+}
+
+// nopFentry replaces the fentry call in replacement code.
+var nopFentry = [jumpSize]byte{0x0f, 0x1f, 0x44, 0x00, 0x00}
+
+// plan is how one post function goes into the written object.
+type plan struct {
+	fn     *elfobj.Symbol
+	code   []byte
+	local  []localReloc
+	fixups []Fixup // Symbol left empty, filled with the NewSymbol
+	orc    []orcEntry
+}
+
+// orcEntry is one ORC unwind entry of a function: the 6-byte entry from
+// .orc_unwind and the offset its .orc_unwind_ip entry points at (which may
+// be the function's end, for the terminator).
+type orcEntry struct {
+	off   uint64
+	entry []byte
+}
+
+// planORC collects the ORC entries of fn from the parallel arrays
+// .orc_unwind_ip (PC32 to the code) and .orc_unwind (6-byte entries).
+func planORC(o *object, fn *elfobj.Symbol) []orcEntry {
+	ip, unwind := o.f.Section(".orc_unwind_ip"), o.f.Section(".orc_unwind")
+	if ip == nil || unwind == nil {
+		return nil
+	}
+	var out []orcEntry
+	for _, r := range ip.Relocs {
+		if r.Sym == nil || r.Sym.Section != fn.Section || r.Offset%4 != 0 {
+			continue
+		}
+		off := int64(r.Sym.Value) + r.Addend
+		if off < int64(fn.Value) || off > int64(fn.Value+fn.Size) {
+			continue
+		}
+		if e, ok := unwind.Bytes(r.Offset/4*orcSize, orcSize); ok {
+			out = append(out, orcEntry{off: uint64(off) - fn.Value, entry: e})
+		}
+	}
+	return out
+}
+
+const orcSize = 6
+
+// localReloc is a relocation that stays in the written object, to an
+// extracted function or to copied content.
+type localReloc struct {
+	offset  uint64
+	typ     elf.R_X86_64
+	fn      string          // target function name, or
+	content *elfobj.Section // source content section
+	start   int64           // content unit [start, end) in the source section
+	end     int64
+	addend  int64 // relative to fn, or to start
+}
+
+// fixupTypes are the relocation types the module applies.
+func fixupType(t elf.R_X86_64) bool {
+	return t == elf.R_X86_64_PC32 || t == elf.R_X86_64_PLT32 || t == elf.R_X86_64_32S || t == elf.R_X86_64_64
+}
+
+// planFunction decides how post function fn is extracted; extracted names
+// the functions that go into the object.
+func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]bool) (*plan, []Refusal) {
+	code, relocs, err := post.maskedCode(fn)
+	if err != nil {
+		return nil, []Refusal{{Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
+	}
+	p := &plan{fn: fn, code: code, orc: planORC(post, fn)}
+	rs := specialRefusals(post, fn)
+	fentry := fentryOffset(post, fn) == jumpSize
+	if fentry {
+		copy(p.code, nopFentry[:])
+	}
+	for _, r := range relocs {
+		off := r.Offset - fn.Value
+		if fentry && off == 1 {
+			continue
+		}
+		if reason := p.addReloc(pre, post, r, off, extracted); reason != "" {
+			rs = append(rs, Refusal{Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
+		}
+	}
+	return p, rs
+}
+
+// addReloc records one relocation of the function; it returns a refusal
+// reason when the reference cannot be shipped.
+func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted map[string]bool) string {
+	t := post.resolve(p.fn.Section, r)
+	switch t.kind {
+	case tNone:
+		return ""
+	case tContent:
+		start, end, ok := contentUnit(t.sec, t.off)
+		if !ok {
+			return fmt.Sprintf("relocation at offset %#x points outside %s", off, t.sec.Name)
+		}
+		p.local = append(p.local, localReloc{offset: off, typ: r.Type, content: t.sec, start: start, end: end, addend: t.base - start})
+		return ""
+	case tAnon:
+		return fmt.Sprintf("references anonymous data at %s%+#x (no symbol covers it): cannot name it in the running kernel", t.sec.Name, t.base)
+	}
+	if t.sym.Type == elf.STT_FUNC && t.sym.Section != nil && extracted[t.sym.Name] && single(post.funcs[t.sym.Name]) == t.sym {
+		p.local = append(p.local, localReloc{offset: off, typ: r.Type, fn: t.sym.Name, addend: t.delta})
+		return ""
+	}
+	if !fixupType(r.Type) {
+		return fmt.Sprintf("relocation %v to %s at offset %#x: the module applies only PC32, PLT32, 32S and 64", r.Type, t.sym.Name, off)
+	}
+	if t.sym.Section != nil && !definedIn(pre, t.sym.Name) {
+		return fmt.Sprintf("references %s, which is not in the pre object (new or renamed static): the running kernel has no such symbol", t.sym.Name)
+	}
+	p.fixups = append(p.fixups, Fixup{Offset: off, Type: r.Type, Target: t.sym.Name, Addend: t.delta})
+	return ""
+}
+
+func definedIn(o *object, name string) bool {
+	for _, s := range o.f.Symbols {
+		if s != nil && s.Name == name && s.Section != nil && !s.IsSection() {
+			return true
+		}
+	}
+	return false
+}
+
+// specialRefusals refuses fn when special sections this cut does not
+// carry have entries pointing into it.
+func specialRefusals(o *object, fn *elfobj.Symbol) []Refusal {
+	seen := map[string]bool{}
+	var rs []Refusal
+	for _, in := range o.incomingTo(fn.Section) {
+		if in.off < fn.Value || in.off >= fn.Value+fn.Size {
+			continue
+		}
+		use, reason := special(in.from.Name)
+		if use == mustRefuse && !seen[in.from.Name] {
+			seen[in.from.Name] = true
+			rs = append(rs, Refusal{Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
+		}
+	}
+	return rs
+}
+
+// Extract writes an ELF relocatable object to w with the replacement code
+// for cs (changed + added functions), ready to link into a kernel module.
+// prefix makes its global symbols unique (e.g. "ls0_"). A changeset with
+// refusals is refused as a whole: shipping part of a patch is not shipping
+// the patch.
+func Extract(cs *Changeset, pre, post *elfobj.File, prefix string, w io.Writer) (*Extraction, error) {
+	if cs == nil || pre == nil || post == nil {
+		return nil, errors.New("differ: Extract needs a changeset and both objects")
+	}
+	if len(cs.Refused) > 0 {
+		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, &RefusedError{Refused: cs.Refused})
+	}
+	x := newExtractor(pre, post, prefix)
+	if err := x.plan(cs); err != nil {
+		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
+	}
+	if err := x.write(w); err != nil {
+		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
+	}
+	return &x.out, nil
+}

@@ -1,0 +1,133 @@
+package differ
+
+import (
+	"debug/elf"
+	"fmt"
+
+	"github.com/livesplice/livesplice/elfobj"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// jumpSize is the size of the jmp rel32 the loader writes at the site.
+const jumpSize = 5
+
+// fentryOffset returns 5 when fn starts with the fentry call (e8 with a
+// relocation to __fentry__ at offset 1), else 0.
+func fentryOffset(o *object, fn *elfobj.Symbol) int {
+	code, err := o.code(fn)
+	if err != nil || len(code) < jumpSize || code[0] != 0xe8 {
+		return 0
+	}
+	for _, r := range fn.Section.RelocsIn(fn.Value+1, fn.Value+2) {
+		if r.Offset == fn.Value+1 && r.Sym != nil && r.Sym.Name == "__fentry__" &&
+			(r.Type == elf.R_X86_64_PLT32 || r.Type == elf.R_X86_64_PC32) {
+			return jumpSize
+		}
+	}
+	return 0
+}
+
+// siteCheck decides, from the pre object, where the loader may write its
+// jump into fn, and refuses when that is unsafe.
+func siteCheck(pre *object, fn *elfobj.Symbol) (int, []Refusal) {
+	site := fentryOffset(pre, fn)
+	ref := func(format string, args ...any) Refusal {
+		return Refusal{Symbol: fn.Name, Section: fn.Section.Name,
+			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" (patch site [%d, %d) of the pre function)", site, site+jumpSize)}
+	}
+	if fn.Size < uint64(site+jumpSize) {
+		return site, []Refusal{ref("function is %d bytes: too short for the %d-byte jump", fn.Size, jumpSize)}
+	}
+	var rs []Refusal
+	rs = append(rs, relocsInWindow(pre, fn, site, ref)...)
+	rs = append(rs, entriesInWindow(pre, fn, site, ref)...)
+	rs = append(rs, branchesIntoWindow(pre, fn, site, ref)...)
+	return site, rs
+}
+
+type refuser func(format string, args ...any) Refusal
+
+// relocsInWindow refuses relocation fields overlapping the site other
+// than PC32/PLT32 fields of a decodable instruction (the loader computes
+// those bytes).
+func relocsInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
+	var rs []Refusal
+	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+jumpSize)
+	for _, r := range fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size) {
+		end := r.Offset + uint64(elfobj.FieldSize(r.Type))
+		if end <= lo || r.Offset >= hi {
+			continue
+		}
+		_, decoded := o.insnAt(fn.Section, r.Offset)
+		if (r.Type == elf.R_X86_64_PC32 || r.Type == elf.R_X86_64_PLT32) && decoded {
+			continue
+		}
+		rs = append(rs, ref("relocation %v to %s at offset %#x overlaps the patch site", r.Type, symName(r.Sym), r.Offset-fn.Value))
+	}
+	return rs
+}
+
+// entriesInWindow refuses special-section entries (jump labels,
+// alternatives, static calls, exception and bug entries, thunk sites, ...)
+// that point into the site: the kernel rewrites or looks up those bytes.
+func entriesInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
+	var rs []Refusal
+	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+jumpSize)
+	for _, in := range o.incomingTo(fn.Section) {
+		name := in.from.Name
+		use, _ := special(name)
+		inWindow := in.off >= lo && in.off < hi
+		strictly := in.off > lo && in.off < hi
+		switch {
+		case use == notSpecial && strictly:
+			rs = append(rs, ref("a reference from %s+%#x lands inside the patch site at offset %#x", name, in.r.Offset, in.off-fn.Value))
+		case use != notSpecial && inWindow && !windowMetadata(name):
+			rs = append(rs, ref("%s entry points into the patch site at offset %#x: the kernel rewrites or looks up those bytes", name, in.off-fn.Value))
+		}
+	}
+	return rs
+}
+
+// branchesIntoWindow decodes fn and refuses branches that land strictly
+// inside the site (they would land in the middle of the jump).
+func branchesIntoWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
+	var rs []Refusal
+	lo, hi := int64(fn.Value)+int64(site), int64(fn.Value)+int64(site+jumpSize)
+	for _, in := range o.decode(fn.Section) {
+		if uint64(in.off) < fn.Value || uint64(in.off) >= fn.Value+fn.Size {
+			continue
+		}
+		if in.bad {
+			return append(rs, ref("cannot decode the instruction at offset %#x, so cannot prove no branch lands in the patch site", uint64(in.off)-fn.Value))
+		}
+		rel, ok := relTarget(in)
+		if !ok || hasRelocIn(fn.Section, in) {
+			continue // relocated branches are judged as references
+		}
+		if rel > lo && rel < hi {
+			rs = append(rs, ref("%v at offset %#x branches inside the patch site (to offset %#x)", in.inst.Op, uint64(in.off)-fn.Value, rel-int64(fn.Value)))
+		}
+	}
+	return rs
+}
+
+// relTarget returns the section offset a relative branch goes to.
+func relTarget(in insn) (int64, bool) {
+	for _, a := range in.inst.Args {
+		if rel, ok := a.(x86asm.Rel); ok {
+			return int64(in.off+in.len) + int64(rel), true
+		}
+	}
+	return 0, false
+}
+
+func hasRelocIn(sec *elfobj.Section, in insn) bool {
+	return len(sec.RelocsIn(uint64(in.off), uint64(in.off+in.len))) > 0
+}
+
+func symName(s *elfobj.Symbol) string {
+	if s == nil {
+		return "(no symbol)"
+	}
+	return s.Name
+}
