@@ -73,19 +73,32 @@ func (s Setup) Binary(ctx context.Context) (string, error) {
 	return out, nil
 }
 
-// Pack builds the demo update pack and returns its path.
-func (s Setup) Pack(ctx context.Context) (string, *pack.Manifest, error) {
-	out := filepath.Join(s.Work, "demo.tar.xz")
+// Update is an update built from testdata/demo.
+type Update struct {
+	ID, Patch, Description string
+}
+
+// The updates the demo and the tests build.
+var (
+	// Cmdline is the demo fix: its effect shows in /proc/cmdline.
+	Cmdline = Update{ID, "proc-cmdline-hide-secret.patch", "proc: cmdline: hide the values of secret= parameters"}
+	// Pipe replaces pipe_read, which a reader of an empty pipe sleeps in.
+	Pipe = Update{"busy-pipe", "pipe-read-keep-partial-copy.patch", "pipe: keep the bytes copied before a fault in pipe_read()"}
+)
+
+// Pack builds update u into WORK/NAME and returns its path.
+func (s Setup) Pack(ctx context.Context, u Update, name string) (string, *pack.Manifest, error) {
+	out := filepath.Join(s.Work, name)
 	m, err := builder.Build(ctx, builder.Options{
 		Tree:        s.Tree,
 		Config:      s.Config,
-		Patch:       filepath.Join(s.Repo, "testdata", "demo", "proc-cmdline-hide-secret.patch"),
-		ID:          ID,
-		Description: "proc: cmdline: hide the values of secret= parameters",
+		Patch:       filepath.Join(s.Repo, "testdata", "demo", u.Patch),
+		ID:          u.ID,
+		Description: u.Description,
 		Headers:     s.Headers,
 		Source:      "linux-source-6.1 6.1.192-2",
 		Out:         out,
-		WorkDir:     filepath.Join(s.Work, "build"),
+		WorkDir:     filepath.Join(s.Work, "build-"+u.ID),
 	})
 	return out, m, err
 }

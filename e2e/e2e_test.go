@@ -42,7 +42,7 @@ func setup(t *testing.T) (demo.Setup, string, string) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	packPath, m, err := s.Pack(ctx)
+	packPath, m, err := s.Pack(ctx, demo.Cmdline, "demo.tar.xz")
 	if err != nil {
 		t.Fatalf("building the demo pack: %v", err)
 	}
@@ -57,13 +57,14 @@ func TestEndToEnd(t *testing.T) {
 	s, bin, packPath := setup(t)
 	t.Run("apply-list-undo", func(t *testing.T) { applyListUndo(t, s, bin, packPath) })
 	t.Run("refusals", func(t *testing.T) { refusals(t, s, bin, packPath) })
+	t.Run("busy", func(t *testing.T) { busy(t, s, bin) })
 }
 
 func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 5 * time.Minute})
+	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 3 * time.Minute})
 	if err != nil {
 		t.Fatalf("guest: %v", err)
 	}
@@ -157,5 +158,48 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 	}
 	if !strings.Contains(steps["cmdline"], demo.Secret) {
 		t.Errorf("behaviour changed after refusals: %s", steps["cmdline"])
+	}
+}
+
+func busy(t *testing.T, s demo.Setup, bin string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	pipePack, m, err := s.Pack(ctx, demo.Pipe, "pipe.tar.xz")
+	if err != nil {
+		t.Fatalf("building the pipe_read pack: %v", err)
+	}
+	if len(m.Functions) != 1 || m.Functions[0].Name != "pipe_read" {
+		t.Fatalf("pipe pack replaces %+v, want just pipe_read", m.Functions)
+	}
+	steps := boot(t, s, bin, map[string]string{"pipe.tar.xz": pipePack}, "busy")
+	for _, tt := range []struct {
+		step string
+		rc   int
+		want []string
+	}{
+		{"busy-apply", 6, []string{"busy", "(cat)", "pipe_read"}},
+		{"apply", 0, []string{"applied busy-pipe"}},
+		{"busy-undo", 6, []string{"busy", "(cat)", "pipe_read", "livesplice_busy_pipe"}},
+		{"undo", 0, []string{"undone busy-pipe"}},
+	} {
+		out := steps[tt.step]
+		t.Logf("%s: %s", tt.step, out)
+		if rc := demo.ExitStatus(out); rc != tt.rc {
+			t.Errorf("%s: exit %d, want %d:\n%s", tt.step, rc, tt.rc, out)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: output lacks %q:\n%s", tt.step, w, out)
+			}
+		}
+	}
+	if !strings.Contains(steps["modules-after-busy"], "none") {
+		t.Errorf("the module stayed loaded after a busy refusal:\n%s", steps["modules-after-busy"])
+	}
+	if !strings.Contains(steps["pipe"], "through the new pipe_read") {
+		t.Errorf("pipes broke under the replacement: %q", steps["pipe"])
+	}
+	if !strings.Contains(steps["state"], "applied") {
+		t.Errorf("a busy undo changed the state:\n%s", steps["state"])
 	}
 }

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"bufio"
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
@@ -256,16 +255,26 @@ func unloadModule(name string) error {
 }
 
 // kernelMessages returns the recent kernel log lines that mention name.
+// It reads /dev/kmsg with raw non-blocking reads: through os.File the Go
+// runtime would wait for more records instead of returning at the end.
 func kernelMessages(name string) string {
-	f, err := os.OpenFile("/dev/kmsg", os.O_RDONLY|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
+	defer unix.Close(fd)
 	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		_, msg, ok := strings.Cut(sc.Text(), ";")
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue // records were overwritten while reading
+		}
+		if err != nil || n <= 0 {
+			break
+		}
+		record, _, _ := strings.Cut(string(buf[:n]), "\n")
+		_, msg, ok := strings.Cut(record, ";")
 		if ok && strings.Contains(msg, name) {
 			lines = append(lines, msg)
 		}

@@ -45,7 +45,7 @@ func run(repo, cache, work string) error {
 	if err != nil {
 		return err
 	}
-	packPath, m, err := s.Pack(ctx)
+	packPath, m, err := s.Pack(ctx, demo.Cmdline, "demo.tar.xz")
 	if err != nil {
 		return err
 	}

@@ -260,12 +260,14 @@ static int ls_patch(bool undo)
 	case -EBUSY:
 		if (d.unreliable)
 			snprintf(ls.error, sizeof(ls.error),
-				 "busy: task %d (%s) has an unreliable stack at %pS",
-				 d.pid, d.comm, (void *)d.addr);
+				 "busy: task %d (%s) has an unreliable stack at %pS (%d tries, %d ms apart)",
+				 d.pid, d.comm, (void *)d.addr, attempt + 1,
+				 retry_ms);
 		else
 			snprintf(ls.error, sizeof(ls.error),
-				 "busy: task %d (%s) is inside %pS",
-				 d.pid, d.comm, (void *)d.addr);
+				 "busy: task %d (%s) is inside %pS (%d tries, %d ms apart)",
+				 d.pid, d.comm, (void *)d.addr, attempt + 1,
+				 retry_ms);
 		break;
 	case -EILSEQ:
 		f = &__livesplice_funcs[d.func];
@@ -480,19 +482,41 @@ static const struct attribute_group ls_group = {
 /* Init: check the parameters, fix up the replacement code. */
 
 /*
- * sprint_symbol() must print exactly "NAME+0x0/0xSIZE": the address is the
- * start of NAME and NAME is not in a module.  Returns SIZE, or 0.
+ * Must symbol i carry exactly its own name?  The helper's own symbols and
+ * the functions to replace must; a relocation target may be an alias (two
+ * names, one address: __x86_indirect_thunk_rax is also
+ * __x86_indirect_thunk_array), and sprint_symbol() prints only one of them.
+ */
+static bool ls_exact_name(unsigned int i)
+{
+	unsigned int j;
+
+	if (i < LS_NR_HELPER_SYMS)
+		return true;
+	for (j = 0; j < __livesplice_nr_funcs; j++)
+		if (__livesplice_funcs[j].old_index == i)
+			return true;
+	return false;
+}
+
+/*
+ * sprint_symbol() must print "NAME+0x0/0xSIZE" for a vmlinux symbol: the
+ * address is the start of NAME (or of an alias, where ls_exact_name()
+ * allows one).  Returns SIZE, or 0.
  */
 static unsigned long ls_check_symbol(unsigned int i)
 {
 	const char *name = __livesplice_symbols[i];
 	unsigned long addr = __livesplice_addrs[i], size;
 	char buf[KSYM_SYMBOL_LEN];
-	size_t len = strlen(name);
+	char *plus;
 
 	sprint_symbol(buf, addr);
-	if (strncmp(buf, name, len) || strncmp(buf + len, "+0x0/", 5) ||
-	    kstrtoul(buf + len + 5, 16, &size) || !size) {
+	plus = strstr(buf, "+0x0/");
+	if (!plus || strchr(buf, ' ') || kstrtoul(plus + 5, 16, &size) ||
+	    !size ||
+	    ((plus - buf != strlen(name) || strncmp(buf, name, plus - buf)) &&
+	     ls_exact_name(i))) {
 		pr_err("addrs[%u]: 0x%lx is not the start of %s: sprint_symbol printed \"%s\"\n",
 		       i, addr, name, buf);
 		return 0;
