@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/livesplice/livesplice/internal/tail"
 	"io"
 	"os"
 	"os/exec"
@@ -202,22 +203,14 @@ func (t *Tree) CheckCompiler(ctx context.Context) (string, error) {
 func (t *Tree) run(ctx context.Context, dir, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	var tail bytes.Buffer
-	w := io.Writer(&tail)
+	var out bytes.Buffer
+	w := io.Writer(&out)
 	if t.Stderr != nil {
-		w = io.MultiWriter(&tail, t.Stderr)
+		w = io.MultiWriter(&out, t.Stderr)
 	}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w\n%s", err, lastLines(tail.String(), 15))
+		return fmt.Errorf("%w\n%s", err, tail.Lines(out.String(), 15))
 	}
 	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

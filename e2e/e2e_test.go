@@ -129,27 +129,11 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 		t.Fatal(err)
 	}
 	steps := boot(t, s, bin, packs, "refuse")
-	tests := []struct {
-		step string
-		rc   int
-		want []string
-	}{
+	checkSteps(t, steps, []stepWant{
 		{"stale", 7, []string{"cmdline_proc_show+0x5", "expected", "found"}},
 		{"wrong-kernel", 4, []string{"6.1.0-53-amd64", "6.1.0-56-amd64"}},
 		{"damaged", 3, []string{"damaged.tar.xz"}},
-	}
-	for _, tt := range tests {
-		out := steps[tt.step]
-		t.Logf("%s: %s", tt.step, out)
-		if rc := demo.ExitStatus(out); rc != tt.rc {
-			t.Errorf("%s: exit %d, want %d:\n%s", tt.step, rc, tt.rc, out)
-		}
-		for _, w := range tt.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("%s: message lacks %q:\n%s", tt.step, w, out)
-			}
-		}
-	}
+	})
 	if before, after := steps["text-before"], steps["text-after"]; before == "" || before != after {
 		t.Errorf("kernel text changed across the refusals:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
@@ -172,16 +156,34 @@ func busy(t *testing.T, s demo.Setup, bin string) {
 		t.Fatalf("pipe pack replaces %+v, want just pipe_read", m.Functions)
 	}
 	steps := boot(t, s, bin, map[string]string{"pipe.tar.xz": pipePack}, "busy")
-	for _, tt := range []struct {
-		step string
-		rc   int
-		want []string
-	}{
+	checkSteps(t, steps, []stepWant{
 		{"busy-apply", 6, []string{"busy", "(cat)", "pipe_read"}},
 		{"apply", 0, []string{"applied busy-pipe"}},
 		{"busy-undo", 6, []string{"busy", "(cat)", "pipe_read", "livesplice_busy_pipe"}},
 		{"undo", 0, []string{"undone busy-pipe"}},
-	} {
+	})
+	if !strings.Contains(steps["modules-after-busy"], "none") {
+		t.Errorf("the module stayed loaded after a busy refusal:\n%s", steps["modules-after-busy"])
+	}
+	if !strings.Contains(steps["pipe"], "through the new pipe_read") {
+		t.Errorf("pipes broke under the replacement: %q", steps["pipe"])
+	}
+	if !strings.Contains(steps["state"], "applied") {
+		t.Errorf("a busy undo changed the state:\n%s", steps["state"])
+	}
+}
+
+// stepWant is what one scenario step must show: the exit status of its
+// livesplice command and strings its output must contain.
+type stepWant struct {
+	step string
+	rc   int
+	want []string
+}
+
+func checkSteps(t *testing.T, steps map[string]string, wants []stepWant) {
+	t.Helper()
+	for _, tt := range wants {
 		out := steps[tt.step]
 		t.Logf("%s: %s", tt.step, out)
 		if rc := demo.ExitStatus(out); rc != tt.rc {
@@ -192,14 +194,5 @@ func busy(t *testing.T, s demo.Setup, bin string) {
 				t.Errorf("%s: output lacks %q:\n%s", tt.step, w, out)
 			}
 		}
-	}
-	if !strings.Contains(steps["modules-after-busy"], "none") {
-		t.Errorf("the module stayed loaded after a busy refusal:\n%s", steps["modules-after-busy"])
-	}
-	if !strings.Contains(steps["pipe"], "through the new pipe_read") {
-		t.Errorf("pipes broke under the replacement: %q", steps["pipe"])
-	}
-	if !strings.Contains(steps["state"], "applied") {
-		t.Errorf("a busy undo changed the state:\n%s", steps["state"])
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livesplice/livesplice/internal/tail"
 	"io"
 	"os"
 	"os/exec"
@@ -233,16 +234,6 @@ func (b *limitedBuffer) String() string {
 	return b.buf.String()
 }
 
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	s = strings.TrimRight(s, "\n")
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // Run boots the guest described by cfg, lets /init run /scenario (see the
 // package documentation), and returns when the guest powers off.
 //
@@ -299,9 +290,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.ExitCode = parseExitCode(res.Transcript)
 
 	tailMsg := func() string {
-		msg := "\n--- last console lines ---\n" + tail(res.Transcript, tailLines)
+		msg := "\n--- last console lines ---\n" + tail.Lines(res.Transcript, tailLines)
 		if s := strings.TrimSpace(stderr.String()); s != "" {
-			msg += "\n--- qemu stderr ---\n" + tail(s, tailLines)
+			msg += "\n--- qemu stderr ---\n" + tail.Lines(s, tailLines)
 		}
 		return msg
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/livesplice/livesplice/internal/tail"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +49,7 @@ func Build(ctx context.Context, dir, headers string) (ko string, err error) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return "", fmt.Errorf("module: make in %s: %w", dir, ctxErr)
 		}
-		return "", fmt.Errorf("module: make in %s: %w: %w\n%s", dir, ErrBuild, err, tail(out, 40))
+		return "", fmt.Errorf("module: make in %s: %w: %w\n%s", dir, ErrBuild, err, tail.Lines(string(out), 40))
 	}
 	if w := warnings(out); len(w) > 0 {
 		return "", fmt.Errorf("module: make in %s: %w: warnings:\n%s", dir, ErrBuild, strings.Join(w, "\n"))
@@ -88,12 +89,4 @@ func warnings(out []byte) []string {
 		}
 	}
 	return w
-}
-
-func tail(out []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
