@@ -13,25 +13,28 @@ import (
 
 // Status is an update as the kernel reports it.
 type Status struct {
-	ID          string
-	Description string
+	ID          string `json:"id"`
+	Description string `json:"description,omitempty"`
 	// Module is the kernel module's name.
-	Module string
+	Module string `json:"module"`
 	// State is "loaded" (not patched in) or "applied".
-	State     string
-	Functions []FunctionStatus
+	State     string           `json:"state"`
+	Functions []FunctionStatus `json:"functions"`
 	// Stop times in nanoseconds: the stop_machine call of the last apply and
 	// undo, the time spent in the callback, and the median empty stop.
-	ApplyStopNS, ApplyWorkNS int64
-	UndoStopNS, UndoWorkNS   int64
-	EmptyStopNS              int64
+	ApplyStopNS int64 `json:"apply_stop_ns"`
+	ApplyWorkNS int64 `json:"apply_work_ns"`
+	UndoStopNS  int64 `json:"undo_stop_ns"`
+	UndoWorkNS  int64 `json:"undo_work_ns"`
+	EmptyStopNS int64 `json:"empty_stop_ns"`
 }
 
 // FunctionStatus is one replaced function.
 type FunctionStatus struct {
-	Name       string
-	Old, New   uint64
-	SiteOffset int
+	Name       string `json:"name"`
+	Old        uint64 `json:"old"`
+	New        uint64 `json:"new"`
+	SiteOffset int    `json:"site_offset"`
 }
 
 // dir is the sysfs directory of an update module.
