@@ -115,6 +115,13 @@ func extract(t *testing.T, pre, post *elfobj.File) (*Extraction, *elfobj.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return extractChangeset(t, cs, pre, post)
+}
+
+// extractChangeset extracts cs and checks the written object with
+// debug/elf, ld -r and readelf.
+func extractChangeset(t *testing.T, cs *Changeset, pre, post *elfobj.File) (*Extraction, *elfobj.File) {
+	t.Helper()
 	var buf bytes.Buffer
 	x, err := Extract(cs, pre, post, "ls0_", &buf)
 	if err != nil {
@@ -255,83 +262,4 @@ func TestSiteChecks(t *testing.T) {
 	if _, err := Extract(cs, pre, post, "ls0_", &bytes.Buffer{}); !errors.As(err, &re) {
 		t.Errorf("Extract(changeset with refusals) = %v, want RefusedError", err)
 	}
-}
-
-// TestKernelObject diffs a real Kbuild object against itself. It runs when
-// LIVESPLICE_KOBJ names one, e.g.
-// /root/.cache/livesplice/trees/6.1.0-56-amd64/fs/proc/cmdline.o.
-func TestKernelObject(t *testing.T) {
-	path := os.Getenv("LIVESPLICE_KOBJ")
-	if path == "" {
-		t.Skip("set LIVESPLICE_KOBJ to a kernel object built with -ffunction-sections to run")
-	}
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("LIVESPLICE_KOBJ=%s: %v (build it in the prepared tree first)", path, err)
-	}
-	f, err := elfobj.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := elfobj.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := Diff(f, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cs.Changed)+len(cs.Added)+len(cs.Refused) != 0 {
-		t.Errorf("self-diff of %s = %+v, want empty", path, cs)
-	}
-	mutateAndExtract(t, f, g)
-}
-
-// mutateAndExtract changes one byte outside any relocation in the first
-// function with a fentry site and checks the extraction of that change.
-func mutateAndExtract(t *testing.T, pre, post *elfobj.File) {
-	t.Helper()
-	o := newObject(post)
-	for _, name := range sortedNames(o.funcs) {
-		fn := single(o.funcs[name])
-		if fn == nil || initSection(fn.Section.Name) || fentryOffset(o, fn) != 5 || fn.Size < 12 {
-			continue
-		}
-		fn.Section.Data = append([]byte(nil), fn.Section.Data...)
-		fn.Section.Data[fn.Value+unrelocated(fn)] ^= 0x01
-		cs, err := Diff(pre, post)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if names(cs.Changed) != name {
-			t.Fatalf("after changing %s: changeset %+v", name, cs)
-		}
-		x, obj := extract(t, pre, post)
-		if len(x.Functions) != 1 || x.Functions[0].SiteOffset != 5 || len(x.Fixups) == 0 {
-			t.Errorf("extraction = %+v", x)
-		}
-		if pre.Section(".orc_unwind_ip") != nil {
-			ip, unwind := obj.Section(".orc_unwind_ip"), obj.Section(".orc_unwind")
-			if ip == nil || unwind == nil || len(ip.Data)/4 != len(unwind.Data)/6 || len(ip.Relocs) != len(ip.Data)/4 {
-				t.Errorf("ORC entries not carried: ip %v unwind %v", ip, unwind)
-			}
-		}
-		return
-	}
-	t.Skip("no function with a fentry site to mutate")
-}
-
-// unrelocated returns the offset of the first byte of fn after its fentry
-// site that no relocation field covers.
-func unrelocated(fn *elfobj.Symbol) uint64 {
-	covered := map[uint64]bool{}
-	for _, r := range fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size) {
-		for i := uint64(0); i < uint64(elfobj.FieldSize(r.Type)); i++ {
-			covered[r.Offset-fn.Value+i] = true
-		}
-	}
-	off := uint64(5)
-	for covered[off] {
-		off++
-	}
-	return off
 }

@@ -3,6 +3,7 @@ package differ
 import (
 	"debug/elf"
 	"fmt"
+	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
 	"golang.org/x/arch/x86/x86asm"
@@ -47,24 +48,59 @@ func siteCheck(pre *object, fn *elfobj.Symbol) (int, []Refusal) {
 
 type refuser func(format string, args ...any) Refusal
 
-// relocsInWindow refuses relocation fields overlapping the site other
-// than PC32/PLT32 fields of a decodable instruction (the loader computes
-// those bytes).
+// relocsInWindow refuses relocation fields overlapping the site unless the
+// loader can compute their bytes in the running kernel (loader.relocate):
+// PC32/PLT32/32S/64 fields of a decodable instruction whose target is a
+// named symbol, which the pre relocation carries as Reloc.Symbol for a
+// kallsyms lookup. Strings, merged constants and anonymous data have no
+// name there.
 func relocsInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
 	var rs []Refusal
 	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+jumpSize)
 	for _, r := range fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size) {
 		end := r.Offset + uint64(elfobj.FieldSize(r.Type))
-		if end <= lo || r.Offset >= hi {
+		if end <= lo || r.Offset >= hi || r.Type == elf.R_X86_64_NONE {
 			continue
 		}
-		_, decoded := o.insnAt(fn.Section, r.Offset)
-		if (r.Type == elf.R_X86_64_PC32 || r.Type == elf.R_X86_64_PLT32) && decoded {
+		at := r.Offset - fn.Value
+		if _, decoded := o.insnAt(fn.Section, r.Offset); !decoded || !siteRelocType(r.Type) {
+			rs = append(rs, ref("relocation %v to %s at offset %#x overlaps the patch site: the loader computes only PC32, PLT32, 32S and 64 fields of decodable instructions there",
+				r.Type, symName(r.Sym), at))
 			continue
 		}
-		rs = append(rs, ref("relocation %v to %s at offset %#x overlaps the patch site", r.Type, symName(r.Sym), r.Offset-fn.Value))
+		if why := unnamedTarget(o.resolve(fn.Section, r)); why != "" {
+			rs = append(rs, ref("relocation %v at offset %#x overlaps the patch site and the loader cannot compute the bytes at the patch site: they reference %s",
+				r.Type, at, why))
+		}
 	}
 	return rs
+}
+
+// siteRelocType reports the relocation types loader.relocate computes.
+func siteRelocType(t elf.R_X86_64) bool {
+	return t == elf.R_X86_64_PC32 || t == elf.R_X86_64_PLT32 || t == elf.R_X86_64_32S || t == elf.R_X86_64_64
+}
+
+// unnamedTarget says what a relocation target is when the loader cannot
+// look it up by name in kallsyms, or "" for a named symbol.
+func unnamedTarget(t target) string {
+	switch t.kind {
+	case tNamed:
+		return ""
+	case tContent:
+		start, end, ok := contentUnit(t.sec, t.off)
+		switch {
+		case ok && isStrings(t.sec):
+			return fmt.Sprintf("a string (%q in %s), which has no symbol in the running kernel",
+				strings.TrimSuffix(string(t.sec.Data[start:end]), "\x00"), t.sec.Name)
+		case ok:
+			return fmt.Sprintf("a merged constant in %s, which has no symbol in the running kernel", t.sec.Name)
+		}
+		return fmt.Sprintf("a place outside %s", t.sec.Name)
+	case tAnon:
+		return fmt.Sprintf("anonymous data at %s%+#x, which no symbol covers", t.sec.Name, t.base)
+	}
+	return "no symbol"
 }
 
 // entriesInWindow refuses special-section entries (jump labels,

@@ -71,3 +71,111 @@ func TestSpecialRefusals(t *testing.T) {
 		t.Errorf("refusals = %+v, want only the __ex_table one", rs)
 	}
 }
+
+// TestSiteWindowRelocs checks which relocations the patch site may hold:
+// PC32/PLT32/32S/64 to a named symbol (the loader looks the name up in
+// kallsyms and computes the bytes), never to a string or anonymous data.
+func TestSiteWindowRelocs(t *testing.T) {
+	const (
+		movImm32S = iota // 48 c7 c7 imm32: mov $sym, %rdi; field at 8
+		movabs64         // 48 b8 imm64: movabs $sym, %rax; field at 7
+		leaRIP           // 48 8d 3d rel32: lea sym(%rip), %rdi; field at 8
+	)
+	insns := map[int][]byte{
+		movImm32S: {0x48, 0xc7, 0xc7, 0, 0, 0, 0},
+		movabs64:  {0x48, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0},
+		leaRIP:    {0x48, 0x8d, 0x3d, 0, 0, 0, 0},
+	}
+	fields := map[int]uint64{movImm32S: 8, movabs64: 7, leaRIP: 8}
+	tests := []struct {
+		name    string
+		insn    int
+		typ     elf.R_X86_64
+		target  string // extern, object, string, anon
+		addend  int64
+		want    string // substring of a refusal; "" for none
+		preName string // with want == "": the name PreRelocs give the loader
+		preAdd  int64
+	}{
+		{name: "32S-extern-function", insn: movImm32S, typ: elf.R_X86_64_32S, target: "extern", preName: "ext_ops"},
+		{name: "32S-named-object-via-section", insn: movImm32S, typ: elf.R_X86_64_32S, target: "object", addend: 12,
+			preName: "the_table", preAdd: 4},
+		{name: "64-named-object-via-section", insn: movabs64, typ: elf.R_X86_64_64, target: "object", addend: 8,
+			preName: "the_table", preAdd: 0},
+		{name: "64-extern-function", insn: movabs64, typ: elf.R_X86_64_64, target: "extern", addend: 16, preName: "ext_ops", preAdd: 16},
+		{name: "32S-string", insn: movImm32S, typ: elf.R_X86_64_32S, target: "string",
+			want: `the loader cannot compute the bytes at the patch site: they reference a string ("hello %d\n" in .rodata.str1.1)`},
+		{name: "64-string", insn: movabs64, typ: elf.R_X86_64_64, target: "string", addend: 10,
+			want: `they reference a string ("world\n" in .rodata.str1.1)`},
+		{name: "32S-anonymous-data", insn: movImm32S, typ: elf.R_X86_64_32S, target: "anon", addend: 2,
+			want: "they reference anonymous data at .rodata.anon+0x2, which no symbol covers"},
+		{name: "PC32-string", insn: leaRIP, typ: elf.R_X86_64_PC32, target: "string", addend: -4,
+			want: "they reference a string"},
+		{name: "PC32-named-object", insn: leaRIP, typ: elf.R_X86_64_PC32, target: "object", addend: 8 - 4,
+			preName: "the_table", preAdd: -4},
+		{name: "32-unsigned", insn: movImm32S, typ: elf.R_X86_64_32, target: "extern",
+			want: "relocation R_X86_64_32 to ext_ops at offset 0x8 overlaps the patch site: the loader computes only PC32, PLT32, 32S and 64"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code := append([]byte{0xe8, 0, 0, 0, 0}, insns[tc.insn]...)
+			code = append(code, 0xc3, 0xcc, 0xcc, 0xcc)
+			f, fn := handObject(code, nil)
+			f.Sections[1].Relocs = append(f.Sections[1].Relocs,
+				elfobj.Reloc{Offset: fields[tc.insn], Type: tc.typ, Sym: windowTarget(f, tc.target), Addend: tc.addend})
+			o := newObject(f)
+			_, rs := siteCheck(o, fn)
+			got := ""
+			for _, r := range rs {
+				got += r.Reason + "\n"
+			}
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Fatalf("refusals = %q, want %q", got, tc.want)
+			}
+			if tc.want != "" {
+				return
+			}
+			pre := namedRelocs(o, fn, fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size))
+			if len(pre) != 2 || pre[1].Symbol != tc.preName || pre[1].Addend != tc.preAdd || pre[1].Type != tc.typ {
+				t.Errorf("PreRelocs = %+v, want %s%+d for the loader's kallsyms lookup", pre, tc.preName, tc.preAdd)
+			}
+		})
+	}
+}
+
+// windowTarget adds to f the symbol a site relocation points to: an
+// undefined function, the section symbol of .data holding the_table
+// (8 bytes at 8), a merged string section, or a .rodata section no symbol
+// covers.
+func windowTarget(f *elfobj.File, kind string) *elfobj.Symbol {
+	add := func(sec *elfobj.Section, syms ...*elfobj.Symbol) {
+		f.Sections = append(f.Sections, sec)
+		f.Symbols = append(f.Symbols, syms...)
+	}
+	switch kind {
+	case "extern":
+		s := &elfobj.Symbol{Name: "ext_ops", Bind: elf.STB_GLOBAL}
+		f.Symbols = append(f.Symbols, s)
+		return s
+	case "object":
+		sec := &elfobj.Section{Name: ".data.tables", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC | elf.SHF_WRITE,
+			Addralign: 8, Data: make([]byte, 24), Size: 24}
+		secSym := &elfobj.Symbol{Name: sec.Name, Type: elf.STT_SECTION, Section: sec}
+		add(sec, secSym, &elfobj.Symbol{Name: "the_table", Bind: elf.STB_LOCAL, Type: elf.STT_OBJECT, Section: sec, Value: 8, Size: 8})
+		return secSym
+	case "string":
+		data := []byte("hello %d\n\x00world\n\x00")
+		sec := &elfobj.Section{Name: ".rodata.str1.1", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC | elf.SHF_MERGE | elf.SHF_STRINGS,
+			Addralign: 1, Entsize: 1, Data: data, Size: uint64(len(data))}
+		lc := &elfobj.Symbol{Name: ".LC0", Type: elf.STT_NOTYPE, Section: sec}
+		add(sec, lc)
+		return lc
+	case "anon":
+		sec := &elfobj.Section{Name: ".rodata.anon", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC,
+			Addralign: 8, Data: make([]byte, 16), Size: 16}
+		secSym := &elfobj.Symbol{Name: sec.Name, Type: elf.STT_SECTION, Section: sec}
+		add(sec, secSym)
+		return secSym
+	}
+	panic(kind)
+}

@@ -108,6 +108,11 @@ func applyListUndo(t *testing.T, s demo.Setup, bin, packPath string) {
 		ratio, _ := strconv.ParseFloat(m[2], 64)
 		t.Logf("%s: stop %s us, %.2fx an empty stop_machine (%s us, median of 7, same boot)", step, m[1], ratio, m[3])
 	}
+	check("ftrace", demo.SecretHidden, demo.Secret)
+	check("ftrace", "ftrace_enabled: 1", "")
+	if strings.Contains(steps["ftrace"], "traced calls: 0") || !strings.Contains(steps["ftrace"], "traced calls: ") {
+		t.Errorf("tracing the patched function recorded nothing:\n%s", steps["ftrace"])
+	}
 	check("list", demo.ID, "")
 	check("list", "applied", "")
 	check("list", "cmdline_proc_show", "")

@@ -188,6 +188,9 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 		return nil, err
 	}
 	if err := loadModule(m.ModuleName, p.Files[m.Module], plan.Params(l.Retries, l.RetryMS)); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, refuse(KindState, m.ID, err, "module %s is already loaded (another apply running?)", m.ModuleName)
+		}
 		return nil, refuse(KindLoad, m.ID, err, "loading module %s", m.ModuleName)
 	}
 	fail := func(err error) (*Status, error) {
