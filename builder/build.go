@@ -71,6 +71,10 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	version, err := utsVersion(o.Headers)
+	if err != nil {
+		return nil, err
+	}
 	work := o.WorkDir
 	if work == "" {
 		if work, err = os.MkdirTemp("", "livesplice-build-"); err != nil {
@@ -133,7 +137,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		ID:          o.ID,
 		Description: o.Description,
 		CVEs:        o.CVEs,
-		Target:      pack.Target{Release: o.Tree.Release, Compiler: compiler, Source: o.Source},
+		Target:      pack.Target{Release: o.Tree.Release, Version: version, Compiler: compiler, Source: o.Source},
 		Module:      spec.Name + ".ko",
 		ModuleName:  spec.Name,
 		Functions:   funcs,
@@ -275,4 +279,20 @@ func extract(obj, prePath, postPath, prefix, out string, spec *module.Spec) ([]p
 		spec.Relocs = append(spec.Relocs, module.Reloc{Symbol: fx.Symbol, Offset: fx.Offset, Type: fx.Type, Target: fx.Target, Addend: fx.Addend})
 	}
 	return funcs, nil
+}
+
+// utsVersion returns UTS_VERSION from a headers tree: what `uname -v`
+// prints on the kernel the headers belong to.
+func utsVersion(headers string) (string, error) {
+	path := filepath.Join(headers, "include", "generated", "utsversion.h")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("kernel headers: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "#define UTS_VERSION "); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`), nil
+		}
+	}
+	return "", fmt.Errorf("%s has no UTS_VERSION", path)
 }

@@ -162,9 +162,9 @@ func busy(t *testing.T, s demo.Setup, bin string) {
 	}
 	steps := boot(t, s, bin, map[string]string{"pipe.tar.xz": pipePack}, "busy")
 	checkSteps(t, steps, []stepWant{
-		{"busy-apply", 6, []string{"busy", "(cat)", "pipe_read"}},
+		{"busy-apply", 6, []string{"busy", "(cat)", "pipe_read", "(3 tries, 50 ms apart)"}},
 		{"apply", 0, []string{"applied busy-pipe"}},
-		{"busy-undo", 6, []string{"busy", "(cat)", "pipe_read", "livesplice_busy_pipe"}},
+		{"busy-undo", 6, []string{"busy", "(cat)", "pipe_read", "livesplice_busy_pipe", "(2 tries, 50 ms apart)"}},
 		{"undo", 0, []string{"undone busy-pipe"}},
 	})
 	if !strings.Contains(steps["modules-after-busy"], "none") {

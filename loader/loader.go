@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -150,6 +152,20 @@ func relocate(code []byte, r pack.Reloc, target, base uint64) error {
 	return nil
 }
 
+// CheckKernel refuses a pack made for another kernel than the one with
+// this release (uname -r), version (uname -v) and /proc/version.
+func CheckKernel(m *pack.Manifest, release, version, procVersion string) error {
+	switch {
+	case release != m.Target.Release:
+		return refuse(KindKernel, m.ID, nil, "the pack is for kernel %s, this kernel is %s", m.Target.Release, release)
+	case m.Target.Version != "" && version != m.Target.Version:
+		return refuse(KindKernel, m.ID, nil, "the pack is for %s %s, this kernel is %s %s (same release name, another build)", m.Target.Release, m.Target.Version, release, version)
+	case m.Target.Compiler != "" && !strings.Contains(procVersion, m.Target.Compiler):
+		return refuse(KindKernel, m.ID, nil, "the pack was compiled with %s, but /proc/version says: %s", m.Target.Compiler, strings.TrimSpace(procVersion))
+	}
+	return nil
+}
+
 // Apply loads the pack's module and has it patch the kernel. On any
 // refusal the module is unloaded again and the kernel is unchanged.
 func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
@@ -158,8 +174,12 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	if err := unix.Uname(&uts); err != nil {
 		return nil, err
 	}
-	if rel := unix.ByteSliceToString(uts.Release[:]); rel != m.Target.Release {
-		return nil, refuse(KindKernel, m.ID, nil, "the pack is for kernel %s, this kernel is %s", m.Target.Release, rel)
+	procVersion, err := os.ReadFile("/proc/version")
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckKernel(m, unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]), string(procVersion)); err != nil {
+		return nil, err
 	}
 	loaded, err := l.List()
 	if err != nil {
@@ -216,6 +236,9 @@ func (l *Loader) Undo(id string) (*Status, error) {
 		return nil, err
 	}
 	if s.State == "applied" {
+		if err := l.setRetries(s.Module); err != nil {
+			return nil, err
+		}
 		if err := l.control(id, s.Module, "undo"); err != nil {
 			return nil, err
 		}
@@ -227,6 +250,21 @@ func (l *Loader) Undo(id string) (*Status, error) {
 		return nil, refuse(KindLoad, id, err, "undone, but unloading module %s failed", s.Module)
 	}
 	return s, nil
+}
+
+// setRetries hands the retry policy to a loaded module (apply passes it at
+// load time instead).
+func (l *Loader) setRetries(module string) error {
+	for name, v := range map[string]int{"retries": l.Retries, "retry_ms": l.RetryMS} {
+		if v <= 0 {
+			continue
+		}
+		path := filepath.Join(l.sysModule(), module, "parameters", name)
+		if err := os.WriteFile(path, []byte(strconv.Itoa(v)), 0); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // loadModule loads a module image with parameters, through a memfd so that

@@ -139,3 +139,36 @@ func TestStatusAndControl(t *testing.T) {
 		t.Errorf("control = %v, want a busy refusal naming the task", err)
 	}
 }
+
+func TestCheckKernel(t *testing.T) {
+	const (
+		rel  = "6.1.0-56-amd64"
+		ver  = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-11-16)"
+		cc   = "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"
+		proc = "Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org) (" + cc + ", GNU ld (GNU Binutils for Debian) 2.40) " + ver + "\n"
+	)
+	m := demoManifest()
+	m.Target = pack.Target{Release: rel, Version: ver, Compiler: cc}
+	tests := []struct {
+		name, release, version, proc string
+		want                         string
+	}{
+		{"same", rel, ver, proc, ""},
+		{"release", "6.1.0-53-amd64", ver, proc, "is for kernel 6.1.0-56-amd64, this kernel is 6.1.0-53-amd64"},
+		{"rebuild", rel, "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-1 (2026-11-01)", proc, "another build"},
+		{"compiler", rel, ver, strings.Replace(proc, "gcc-12 (Debian 12.2.0-14+deb12u1)", "gcc-12 (Debian 12.2.0-14)", 1), "compiled with"},
+	}
+	for _, tt := range tests {
+		err := CheckKernel(m, tt.release, tt.version, tt.proc)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.name, err)
+			}
+			continue
+		}
+		var le *Error
+		if !errors.As(err, &le) || le.Kind != KindKernel || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want a wrong-kernel refusal containing %q", tt.name, err, tt.want)
+		}
+	}
+}

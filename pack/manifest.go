@@ -33,6 +33,9 @@ type Manifest struct {
 type Target struct {
 	// Release is what `uname -r` prints on the target.
 	Release string `json:"release"`
+	// Version is what `uname -v` prints on the target (UTS_VERSION of its
+	// headers): it tells apart rebuilds that keep the release name.
+	Version string `json:"version,omitempty"`
 	// Compiler is CONFIG_CC_VERSION_TEXT of the target's config.
 	Compiler string `json:"compiler"`
 	// Source names the source the pre objects were built from, for
