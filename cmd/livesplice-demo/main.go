@@ -59,7 +59,7 @@ func run(repo, cache, work string) error {
 		return err
 	}
 	steps := demo.Steps(res.ScenarioOutput())
-	for _, name := range []string{"before", "apply", "after", "list", "show", "undo", "undone"} {
+	for _, name := range []string{"before", "apply", "after", "ftrace", "list", "show", "undo", "undone"} {
 		fmt.Printf("-- %s\n%s\n", name, steps[name])
 	}
 	if bad := demo.KernelProblems(steps["dmesg"]); len(bad) > 0 {
