@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -155,60 +154,17 @@ func ModuleName(id string) string {
 }
 
 // compile builds objects from the pristine tree into work/pre and from the
-// patched tree into work/post, and always leaves the tree pristine.
+// patched tree into work/post, and refuses objects that belong to modules.
 func (o Options) compile(ctx context.Context, objects []string, work string) error {
-	unlock, err := o.Tree.Lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	patchCmd := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "patch", append([]string{"-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", o.Patch}, args...)...)
-		cmd.Dir = o.Tree.Dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("patch %s %s in %s: %w\n%s", o.Patch, strings.Join(args, " "), o.Tree.Dir, err, out)
-		}
-		return nil
-	}
-	if err := patchCmd("--dry-run"); err != nil {
-		return fmt.Errorf("the patch does not apply to this tree: %w", err)
-	}
-	if err := o.makeAndCopy(ctx, objects, filepath.Join(work, "pre")); err != nil {
-		return err
-	}
-	for _, obj := range objects {
-		if err := builtIn(o.Tree.Dir, obj); err != nil {
-			return err
-		}
-	}
-	if err := patchCmd(); err != nil {
-		return err
-	}
-	postErr := o.makeAndCopy(ctx, objects, filepath.Join(work, "post"))
-	if err := patchCmd("--reverse"); err != nil {
-		return fmt.Errorf("could not restore the pristine tree, prepare it again: %w", err)
-	}
-	return postErr
-}
-
-func (o Options) makeAndCopy(ctx context.Context, objects []string, dest string) error {
-	if err := o.Tree.Make(ctx, append([]string{"-j2"}, objects...)...); err != nil {
-		return err
-	}
-	for _, obj := range objects {
-		data, err := os.ReadFile(filepath.Join(o.Tree.Dir, obj))
-		if err != nil {
-			return err
-		}
-		out := filepath.Join(dest, obj)
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(out, data, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.Tree.BuildWithPatch(ctx, o.Patch, false, objects, filepath.Join(work, "pre"), filepath.Join(work, "post"),
+		func() error {
+			for _, obj := range objects {
+				if err := builtIn(o.Tree.Dir, obj); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 }
 
 // builtIn refuses objects that Kbuild compiles for a module: patching

@@ -153,8 +153,10 @@ func (t *Tree) Make(ctx context.Context, args ...string) error {
 }
 
 // Lock takes an exclusive lock on the tree: a build patches the sources in
-// place, so two builds must not overlap. Call the returned function to unlock.
-func (t *Tree) Lock() (func(), error) {
+// place, so two builds must not overlap. If an earlier build died with its
+// patch applied, Lock takes the patch back out first. Call the returned
+// function to unlock.
+func (t *Tree) Lock(ctx context.Context) (func(), error) {
 	f, err := os.OpenFile(filepath.Join(t.Dir, ".livesplice-lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
@@ -163,7 +165,114 @@ func (t *Tree) Lock() (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", t.Dir, err)
 	}
+	if err := t.restore(ctx); err != nil {
+		f.Close()
+		return nil, err
+	}
 	return func() { f.Close() }, nil
+}
+
+// The record of a patch applied to the tree: a copy of the diff, and a
+// second file present when it was applied in reverse.
+const (
+	appliedName = ".livesplice-applied.patch"
+	reverseName = ".livesplice-applied.reverse"
+)
+
+// restore takes out a patch a dead build left applied.
+func (t *Tree) restore(ctx context.Context) error {
+	rec := filepath.Join(t.Dir, appliedName)
+	if _, err := os.Stat(rec); err != nil {
+		return nil
+	}
+	_, statErr := os.Stat(filepath.Join(t.Dir, reverseName))
+	reverse := statErr == nil
+	if err := t.patch(ctx, rec, !reverse); err != nil {
+		return fmt.Errorf("source tree %s still has a patch applied by a build that died, and taking it out failed; prepare the tree again: %w", t.Dir, err)
+	}
+	os.Remove(filepath.Join(t.Dir, reverseName))
+	return os.Remove(rec)
+}
+
+// patch applies diff to the tree (-p1), in reverse if asked.
+func (t *Tree) patch(ctx context.Context, diff string, reverse bool, extra ...string) error {
+	args := []string{"-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", diff}
+	if reverse {
+		args = append(args, "--reverse")
+	}
+	cmd := exec.CommandContext(ctx, "patch", append(args, extra...)...)
+	cmd.Dir = t.Dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("patch %s in %s: %w\n%s", strings.Join(args, " "), t.Dir, err, tail.Lines(string(out), 15))
+	}
+	return nil
+}
+
+// BuildWithPatch compiles objects (paths relative to the tree) twice:
+// from the pristine tree into pristineDir, then with diff applied (in
+// reverse if asked) into patchedDir. check, if not nil, runs after the
+// pristine build. The tree is pristine again afterwards, even if this
+// process dies: a record of the applied patch lets the next Lock undo it.
+func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, objects []string, pristineDir, patchedDir string, check func() error) error {
+	unlock, err := t.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := t.patch(ctx, diff, reverse, "--dry-run"); err != nil {
+		return fmt.Errorf("the patch does not apply to this tree: %w", err)
+	}
+	if err := t.makeAndCopy(ctx, objects, pristineDir); err != nil {
+		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	data, err := os.ReadFile(diff)
+	if err != nil {
+		return err
+	}
+	if reverse {
+		if err := os.WriteFile(filepath.Join(t.Dir, reverseName), nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(t.Dir, appliedName), data, 0o644); err != nil {
+		return err
+	}
+	if err := t.patch(ctx, diff, reverse); err != nil {
+		os.Remove(filepath.Join(t.Dir, appliedName))
+		os.Remove(filepath.Join(t.Dir, reverseName))
+		return err
+	}
+	buildErr := t.makeAndCopy(ctx, objects, patchedDir)
+	if err := t.restore(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	return buildErr
+}
+
+// makeAndCopy builds objects and copies them to the same paths under dest.
+func (t *Tree) makeAndCopy(ctx context.Context, objects []string, dest string) error {
+	if err := t.Make(ctx, append([]string{"-j2"}, objects...)...); err != nil {
+		return err
+	}
+	for _, obj := range objects {
+		data, err := os.ReadFile(filepath.Join(t.Dir, obj))
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dest, obj)
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(out, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CompilerText returns CONFIG_CC_VERSION_TEXT from the tree's .config.
