@@ -7,9 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/livesplice/livesplice/internal/tail"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,9 +156,9 @@ func (t *Tree) Make(ctx context.Context, args ...string) error {
 
 // Lock takes an exclusive lock on the tree: a build patches the sources in
 // place, so two builds must not overlap. If an earlier build died with its
-// patch applied, Lock takes the patch back out first. Call the returned
+// patch applied, Lock puts the pristine files back first. Call the returned
 // function to unlock.
-func (t *Tree) Lock(ctx context.Context) (func(), error) {
+func (t *Tree) Lock() (func(), error) {
 	f, err := os.OpenFile(filepath.Join(t.Dir, ".livesplice-lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
@@ -165,33 +167,61 @@ func (t *Tree) Lock(ctx context.Context) (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", t.Dir, err)
 	}
-	if err := t.restore(ctx); err != nil {
+	if err := t.restore(); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return func() { f.Close() }, nil
 }
 
-// The record of a patch applied to the tree: a copy of the diff, and a
-// second file present when it was applied in reverse.
+// backupDir holds, while a patch is applied, the pristine copies of the
+// files it changes, with a list of them in backupList.
 const (
-	appliedName = ".livesplice-applied.patch"
-	reverseName = ".livesplice-applied.reverse"
+	backupDir  = ".livesplice-backup"
+	backupList = "files"
 )
 
-// restore takes out a patch a dead build left applied.
-func (t *Tree) restore(ctx context.Context) error {
-	rec := filepath.Join(t.Dir, appliedName)
-	if _, err := os.Stat(rec); err != nil {
-		return nil
+// restore puts back the pristine files a patched build saved, if any: after
+// a normal build, or after one that died with its patch applied.
+func (t *Tree) restore() error {
+	dir := filepath.Join(t.Dir, backupDir)
+	list, err := os.ReadFile(filepath.Join(dir, backupList))
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.RemoveAll(dir)
 	}
-	_, statErr := os.Stat(filepath.Join(t.Dir, reverseName))
-	reverse := statErr == nil
-	if err := t.patch(ctx, rec, !reverse); err != nil {
-		return fmt.Errorf("source tree %s still has a patch applied by a build that died, and taking it out failed; prepare the tree again: %w", t.Dir, err)
+	if err != nil {
+		return err
 	}
-	os.Remove(filepath.Join(t.Dir, reverseName))
-	return os.Remove(rec)
+	for _, file := range strings.Fields(string(list)) {
+		data, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			return fmt.Errorf("source tree %s: cannot restore %s from %s (prepare the tree again): %w", t.Dir, file, dir, err)
+		}
+		if err := os.WriteFile(filepath.Join(t.Dir, file), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(dir)
+}
+
+// backup saves the pristine copies of files before a patch changes them.
+func (t *Tree) backup(files []string) error {
+	dir := filepath.Join(t.Dir, backupDir)
+	for _, file := range files {
+		data, err := os.ReadFile(filepath.Join(t.Dir, file))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, file)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+	}
+	// The list goes last: a backup without it is incomplete and ignored.
+	return os.WriteFile(filepath.Join(dir, backupList), []byte(strings.Join(files, "\n")+"\n"), 0o644)
 }
 
 // patch applies diff to the tree (-p1), in reverse if asked.
@@ -212,9 +242,18 @@ func (t *Tree) patch(ctx context.Context, diff string, reverse bool, extra ...st
 // from the pristine tree into pristineDir, then with diff applied (in
 // reverse if asked) into patchedDir. check, if not nil, runs after the
 // pristine build. The tree is pristine again afterwards, even if this
-// process dies: a record of the applied patch lets the next Lock undo it.
+// process dies: the pristine copies of the patched files are kept in the
+// tree until they are back, and the next Lock puts them back.
 func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, objects []string, pristineDir, patchedDir string, check func() error) error {
-	unlock, err := t.Lock(ctx)
+	data, err := os.ReadFile(diff)
+	if err != nil {
+		return err
+	}
+	files, err := PatchedFiles(diff, data)
+	if err != nil {
+		return err
+	}
+	unlock, err := t.Lock()
 	if err != nil {
 		return err
 	}
@@ -230,25 +269,14 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 			return err
 		}
 	}
-	data, err := os.ReadFile(diff)
-	if err != nil {
+	if err := t.backup(files); err != nil {
 		return err
 	}
-	if reverse {
-		if err := os.WriteFile(filepath.Join(t.Dir, reverseName), nil, 0o644); err != nil {
-			return err
-		}
+	buildErr := t.patch(ctx, diff, reverse)
+	if buildErr == nil {
+		buildErr = t.makeAndCopy(ctx, objects, patchedDir)
 	}
-	if err := os.WriteFile(filepath.Join(t.Dir, appliedName), data, 0o644); err != nil {
-		return err
-	}
-	if err := t.patch(ctx, diff, reverse); err != nil {
-		os.Remove(filepath.Join(t.Dir, appliedName))
-		os.Remove(filepath.Join(t.Dir, reverseName))
-		return err
-	}
-	buildErr := t.makeAndCopy(ctx, objects, patchedDir)
-	if err := t.restore(context.WithoutCancel(ctx)); err != nil {
+	if err := t.restore(); err != nil {
 		return err
 	}
 	return buildErr
