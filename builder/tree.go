@@ -274,12 +274,39 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 	}
 	buildErr := t.patch(ctx, diff, reverse)
 	if buildErr == nil {
+		buildErr = t.keepLineNumbers(data, reverse, files)
+	}
+	if buildErr == nil {
 		buildErr = t.makeAndCopy(ctx, objects, patchedDir)
 	}
 	if err := t.restore(); err != nil {
 		return err
 	}
 	return buildErr
+}
+
+// keepLineNumbers rewrites the patched files so that every line the patch
+// did not touch keeps its pristine line number: a patch that only moves
+// __LINE__ values (WARN, BUG, ext4's error helpers) then changes no code.
+func (t *Tree) keepLineNumbers(diff []byte, reverse bool, files []string) error {
+	if reverse {
+		diff = ReverseDiff(diff)
+	}
+	for _, file := range files {
+		path := filepath.Join(t.Dir, file)
+		patched, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		stable, err := StableLines(diff, file, patched)
+		if err != nil {
+			return fmt.Errorf("keeping line numbers of %s: %w", file, err)
+		}
+		if err := os.WriteFile(path, stable, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // makeAndCopy builds objects and copies them to the same paths under dest.

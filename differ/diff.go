@@ -20,6 +20,19 @@ type Changeset struct {
 	Changed []Function // in both, code or relocations differ
 	Added   []Function // only in post (new functions the changed ones call)
 	Refused []Refusal  // what this cut cannot ship, each with a reason
+	// Renamed lists post symbols correlated with a pre symbol of another
+	// name (renumbered gcc clones and statics); Diff renamed them to
+	// the pre name in the post object, the running kernel's name.
+	Renamed []Renamed
+	// AddedData lists data symbols only in post (new static variables,
+	// new compiler statics such as __warned.N).
+	AddedData []Data
+}
+
+// Data names one data symbol of a changeset.
+type Data struct {
+	Name, Section string
+	Size          int
 }
 
 // Function names one function of a changeset.
@@ -34,18 +47,28 @@ type Refusal struct{ Symbol, Section, Reason string }
 // differ holds the state of one Diff call.
 type differ struct {
 	pre, post *object
+	corr      *correlation
 	cs        Changeset
 }
 
 var coldName = regexp.MustCompile(`^(.+)\.cold(\.[0-9]+)?$`)
 
 // Diff compares the pre and post builds of one object.
+//
+// Diff correlates the symbols of pre and post (see Renamed) and renames
+// post symbols in place to the names the running kernel has for them:
+// Extract, given the same post File, then names fix-ups and pre
+// relocations by names that exist in the running kernel's kallsyms.
 func Diff(pre, post *elfobj.File) (*Changeset, error) {
 	if pre == nil || post == nil {
 		return nil, errors.New("differ: Diff needs both a pre and a post object")
 	}
-	d := &differ{pre: newObject(pre), post: newObject(post)}
-	steps := []func() error{d.compareFunctions, d.compareLooseCode, d.compareData}
+	d := &differ{pre: newObject(pre)}
+	c := correlate(d.pre, newObject(post))
+	d.cs.Renamed = c.rename()
+	d.post = newObject(post) // indexes by the new names
+	d.corr = c
+	steps := []func() error{d.compareFunctions, d.compareLooseCode, d.compareData, d.compareTypes}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("differ: %s vs %s: %w", pre.Name, post.Name, err)
@@ -209,22 +232,53 @@ func (d *differ) sameSection(a, b *elfobj.Section) bool {
 	return bytes.Equal(ca, cb) && slices.Equal(relocKeys(d.pre, a, 0, a.Relocs), relocKeys(d.post, b, 0, b.Relocs))
 }
 
-// compareData refuses changed or new data sections.
+// compareData refuses changed data and lists new data. Data with symbols
+// is compared symbol by symbol, through the correlation (so a renumbered
+// static local is compared with its pre self); data no symbol names is
+// compared section by section, by name.
 func (d *differ) compareData() error {
 	for _, sec := range d.post.f.Sections {
 		if sec == nil || !sec.Alloc() || sec.Executable() || isContent(sec) || ignoredSection(sec.Name) {
 			continue
 		}
-		preSec := d.pre.f.Section(sec.Name)
-		switch {
-		case preSec == nil && sec.Size == 0:
-		case preSec == nil:
-			d.refuse(d.looseName(sec), sec.Name, "%s %s added: not supported", dataKind(sec), sec.Name)
-		case !d.sameSection(preSec, sec):
-			d.refuse(d.looseName(sec), sec.Name, "%s %s changed: not supported", dataKind(sec), sec.Name)
+		syms := d.post.dataSymbols(sec)
+		if len(syms) == 0 {
+			d.compareAnonData(sec)
+			continue
+		}
+		for _, s := range syms {
+			pre := d.corr.toPre[s]
+			switch {
+			case pre == nil:
+				d.cs.AddedData = append(d.cs.AddedData, Data{Name: s.Name, Section: sec.Name, Size: int(s.Size)})
+			case !d.corr.sameSym(pre, s):
+				d.refuse(s.Name, sec.Name, "%s %s changed: not supported", dataKind(sec), sec.Name)
+			}
 		}
 	}
 	return nil
+}
+
+// dataSymbols lists the symbols defined in a data section.
+func (o *object) dataSymbols(sec *elfobj.Section) []*elfobj.Symbol {
+	var out []*elfobj.Symbol
+	for _, s := range o.f.Symbols {
+		if s != nil && s.Section == sec && s.Name != "" && !s.IsSection() && !isLocalLabel(s) && s.Type != elf.STT_FILE {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (d *differ) compareAnonData(sec *elfobj.Section) {
+	preSec := d.pre.f.Section(sec.Name)
+	switch {
+	case preSec == nil && sec.Size == 0:
+	case preSec == nil:
+		d.refuse(d.looseName(sec), sec.Name, "%s %s added and no symbol names it: not supported", dataKind(sec), sec.Name)
+	case !d.sameSection(preSec, sec):
+		d.refuse(d.looseName(sec), sec.Name, "%s %s changed (no symbol names it): not supported", dataKind(sec), sec.Name)
+	}
 }
 
 func dataKind(sec *elfobj.Section) string {
@@ -330,5 +384,6 @@ func sortChangeset(cs *Changeset) {
 	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
 	slices.SortFunc(cs.Changed, byName)
 	slices.SortFunc(cs.Added, byName)
+	slices.SortFunc(cs.AddedData, func(a, b Data) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(cs.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
 }

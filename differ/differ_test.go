@@ -14,7 +14,7 @@ import (
 )
 
 var kernelFlags = []string{"-c", "-O2", "-fno-pic", "-mcmodel=kernel", "-mno-red-zone",
-	"-ffunction-sections", "-fdata-sections", "-pg", "-mfentry", "-mrecord-mcount",
+	"-ffunction-sections", "-fdata-sections", "-pg", "-mfentry", "-mrecord-mcount", "-g",
 	"-fno-asynchronous-unwind-tables", "-mfunction-return=thunk-extern", "-mindirect-branch=thunk-extern"}
 
 // build compiles src with kernel-like flags and reads the object.
