@@ -3,10 +3,16 @@
 //
 // Diff correlates the "pre" (pristine) and "post" (patched) builds of one
 // object, both compiled with -ffunction-sections -fdata-sections, symbol by
-// symbol. Functions are compared by name: their bytes with relocation fields
+// symbol. Names carrying gcc's numbers (foo.isra.N, foo.constprop.N,
+// foo.part.N, foo.cold, static locals foo.N, __func__.N, __warned.N, _rs.N,
+// CSWTCH.N) never match by name alone: clones by identical code, data by the
+// matched functions that reference it, read-only data by content. Post
+// symbols matched under another name take the pre name (the running
+// kernel's). Functions are compared by their bytes with relocation fields
 // masked, and their relocations by what they point to (a named symbol plus
 // delta, or the content of a merged string/constant), never by the bytes they
-// cover. Changes this cut cannot ship (changed data, __init code, special
+// cover. Struct layout changes (from DWARF) and signature changes seen by
+// code that is not replaced are refused. Changes this cut cannot ship (changed data, __init code, special
 // sections it does not carry, unsafe patch sites, ...) become Refusals with a
 // reason a kernel engineer understands.
 //
