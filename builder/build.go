@@ -93,6 +93,18 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	if err := os.MkdirAll(extractDir, 0o755); err != nil {
 		return nil, err
 	}
+	// What the update's special-section entries are measured with and
+	// what the kernel's module loader can resolve: both from the target's
+	// headers (see differ/special_carry.go).
+	sizes, err := module.EntrySizes(ctx, o.Headers)
+	if err != nil {
+		return nil, err
+	}
+	exported, err := module.Exported(o.Headers)
+	if err != nil {
+		return nil, err
+	}
+	xopts := differ.ExtractOptions{EntrySizes: sizes, Exported: exported}
 	spec := module.Spec{
 		ID:          o.ID,
 		Name:        ModuleName(o.ID),
@@ -102,7 +114,8 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	var refused []string
 	for i, obj := range objects {
 		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
-		fs, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), fmt.Sprintf("ls%d_", i), out, &spec)
+		xopts.Prefix = fmt.Sprintf("ls%d_", i)
+		fs, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
 		var re *RefusedError
 		if errors.As(err, &re) {
 			refused = append(refused, re.Refusals...)
@@ -183,7 +196,7 @@ func builtIn(tree, obj string) error {
 
 // extract diffs one object and writes its replacement code to out, adding
 // what the module needs to spec.
-func extract(obj, prePath, postPath, prefix, out string, spec *module.Spec) ([]pack.Function, error) {
+func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) ([]pack.Function, error) {
 	pre, err := elfobj.Open(prePath)
 	if err != nil {
 		return nil, err
@@ -210,9 +223,17 @@ func extract(obj, prePath, postPath, prefix, out string, spec *module.Spec) ([]p
 	if err != nil {
 		return nil, err
 	}
-	ex, err := differ.Extract(cs, pre, post, prefix, f)
+	ex, err := differ.ExtractWith(cs, pre, post, xopts, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	var dre *differ.RefusedError
+	if errors.As(err, &dre) {
+		re := &RefusedError{}
+		for _, r := range dre.Refused {
+			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
+		}
+		return nil, re
 	}
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", obj, err)

@@ -11,7 +11,8 @@ import (
 // (-p1, possibly several files; only the hunks of file are used) and post,
 // the patched content of file, it returns post with `#line N` directives
 // inserted so that every unchanged line after a hunk carries its pre line
-// number: a change that only moves lines then changes no __LINE__ value
+// number, and every added line its line in post (a WARN the patch adds
+// names the line a reader of the patched source finds it on): a change that only moves lines then changes no __LINE__ value
 // (WARN, BUG, might_sleep, printk, ext4's __ext4_error(..., __LINE__, ...))
 // and no code outside the edited functions.
 //
@@ -36,7 +37,11 @@ func StableLines(diff []byte, file string, post []byte) ([]byte, error) {
 	var sc lineScanner
 	cur := 1 // the number the compiler gives the next line
 	for i, line := range lines {
-		if want := preOf[i]; want != 0 && want != cur && sc.safe() {
+		want := preOf[i]
+		if want == 0 {
+			want = i + 1 // an added line: its line in the patched source
+		}
+		if want != cur && sc.safe() {
 			fmt.Fprintf(&out, "#line %d\n", want)
 			cur = want
 		}

@@ -40,6 +40,12 @@ func TestStableLines(t *testing.T) {
 			want: "int a;\nint n;\n#line 2\nint f(void)\n{\n\treturn 1;\n}\nint b;\n",
 		},
 		{
+			name: "an added line carries its patched-source number",
+			pre:  "int a;\nint x;\nint b;\nint c;\n",
+			post: "int a;\nint b;\nint n;\nint c;\n",
+			want: "int a;\n#line 3\nint b;\n#line 3\nint n;\nint c;\n",
+		},
+		{
 			name: "removed lines",
 			pre:  "int a;\nint x;\nint y;\nint b;\n",
 			post: "int a;\nint b;\n",

@@ -63,27 +63,34 @@ func DefaultSetup(repo, cache, work string) Setup {
 
 // Binary builds a static livesplice for the guest and returns its path.
 func (s Setup) Binary(ctx context.Context) (string, error) {
-	out := filepath.Join(s.Work, "livesplice")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./cmd/livesplice")
+	return s.goBuild(ctx, "./cmd/livesplice", "livesplice")
+}
+
+// goBuild builds a static binary of the repository's package pkg into
+// WORK/name for the guest.
+func (s Setup) goBuild(ctx context.Context, pkg, name string) (string, error) {
+	out := filepath.Join(s.Work, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Dir = s.Repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the guest's livesplice: %w\n%s", err, b)
+		return "", fmt.Errorf("building the guest's %s: %w\n%s", name, err, b)
 	}
 	return out, nil
 }
 
-// Update is an update built from testdata/demo.
+// Update is an update the demo and the tests build.
 type Update struct {
+	// Patch is the source patch, relative to the repository.
 	ID, Patch, Description string
 }
 
 // The updates the demo and the tests build.
 var (
 	// Cmdline is the demo fix: its effect shows in /proc/cmdline.
-	Cmdline = Update{ID, "proc-cmdline-hide-secret.patch", "proc: cmdline: hide the values of secret= parameters"}
+	Cmdline = Update{ID, "testdata/demo/proc-cmdline-hide-secret.patch", "proc: cmdline: hide the values of secret= parameters"}
 	// Pipe replaces pipe_read, which a reader of an empty pipe sleeps in.
-	Pipe = Update{"busy-pipe", "pipe-read-keep-partial-copy.patch", "pipe: keep the bytes copied before a fault in pipe_read()"}
+	Pipe = Update{"busy-pipe", "testdata/demo/pipe-read-keep-partial-copy.patch", "pipe: keep the bytes copied before a fault in pipe_read()"}
 )
 
 // Pack builds update u into WORK/NAME and returns its path.
@@ -92,7 +99,7 @@ func (s Setup) Pack(ctx context.Context, u Update, name string) (string, *pack.M
 	m, err := builder.Build(ctx, builder.Options{
 		Tree:        s.Tree,
 		Config:      s.Config,
-		Patch:       filepath.Join(s.Repo, "testdata", "demo", u.Patch),
+		Patch:       filepath.Join(s.Repo, u.Patch),
 		ID:          u.ID,
 		Description: u.Description,
 		Headers:     s.Headers,
@@ -103,14 +110,15 @@ func (s Setup) Pack(ctx context.Context, u Update, name string) (string, *pack.M
 	return out, m, err
 }
 
-// Boot boots the target kernel with the binary and the packs (guest name
-// under /packs -> host path) and runs the named scenario.
-func (s Setup) Boot(ctx context.Context, binary string, packs map[string]string, scenario string, cfg guest.Config) (*guest.Result, error) {
+// Boot boots the target kernel with the binary, the packs (guest name
+// under /packs -> host path) and any extra files, and runs the named
+// scenario.
+func (s Setup) Boot(ctx context.Context, binary string, packs map[string]string, scenario string, cfg guest.Config, extra ...guest.File) (*guest.Result, error) {
 	script, err := Scenario(scenario)
 	if err != nil {
 		return nil, err
 	}
-	files := []guest.File{guest.Scenario(script), {Path: "/bin/livesplice", Mode: 0o755, Source: binary}}
+	files := append([]guest.File{guest.Scenario(script), {Path: "/bin/livesplice", Mode: 0o755, Source: binary}}, extra...)
 	for name, src := range packs {
 		files = append(files, guest.File{Path: "/packs/" + name, Mode: 0o644, Source: src})
 	}

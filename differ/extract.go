@@ -14,6 +14,28 @@ import (
 type Extraction struct {
 	Functions []Replacement // one per Changed function
 	Fixups    []Fixup       // references to the running kernel, applied by the module at load
+	// Linked are references to symbols vmlinux exports, left in the
+	// object as ELF relocations against undefined symbols: the kernel's
+	// module loader resolves them (ExtractWith with Exported only).
+	Linked []Fixup
+	// Entries counts the special-section entries carried, by section.
+	Entries map[string]int
+}
+
+// ExtractOptions configure ExtractWith.
+type ExtractOptions struct {
+	// Prefix makes the object's global symbols unique (e.g. "ls0_").
+	Prefix string
+	// EntrySizes are the target kernel's special-section entry sizes and
+	// field offsets, from module.EntrySizes. Without them, functions with
+	// __bug_table, __ex_table, .altinstructions or __jump_table entries are
+	// refused and the optional entries dropped.
+	EntrySizes map[string]int
+	// Exported are the symbols vmlinux exports (module.Exported): what the
+	// module loader can resolve. References to them become ELF
+	// relocations; without the set every reference is a fix-up and
+	// entries that reference the kernel are refused or dropped.
+	Exported map[string]bool
 }
 
 // Replacement is one function to redirect.
@@ -69,41 +91,11 @@ type plan struct {
 	code   []byte
 	local  []localReloc
 	fixups []Fixup // Symbol left empty, filled with the NewSymbol
-	orc    []orcEntry
+	// linked are references to exported kernel symbols written as ELF
+	// relocations, resolved by the module loader (Symbol left empty).
+	linked  []Fixup
+	entries []*carriedEntry // special-section entries carried (special_carry.go)
 }
-
-// orcEntry is one ORC unwind entry of a function: the 6-byte entry from
-// .orc_unwind and the offset its .orc_unwind_ip entry points at (which may
-// be the function's end, for the terminator).
-type orcEntry struct {
-	off   uint64
-	entry []byte
-}
-
-// planORC collects the ORC entries of fn from the parallel arrays
-// .orc_unwind_ip (PC32 to the code) and .orc_unwind (6-byte entries).
-func planORC(o *object, fn *elfobj.Symbol) []orcEntry {
-	ip, unwind := o.f.Section(".orc_unwind_ip"), o.f.Section(".orc_unwind")
-	if ip == nil || unwind == nil {
-		return nil
-	}
-	var out []orcEntry
-	for _, r := range ip.Relocs {
-		if r.Sym == nil || r.Sym.Section != fn.Section || r.Offset%4 != 0 {
-			continue
-		}
-		off := int64(r.Sym.Value) + r.Addend
-		if off < int64(fn.Value) || off > int64(fn.Value+fn.Size) {
-			continue
-		}
-		if e, ok := unwind.Bytes(r.Offset/4*orcSize, orcSize); ok {
-			out = append(out, orcEntry{off: uint64(off) - fn.Value, entry: e})
-		}
-	}
-	return out
-}
-
-const orcSize = 6
 
 // localReloc is a relocation that stays in the written object, to an
 // extracted function or to copied content.
@@ -129,7 +121,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 	if err != nil {
 		return nil, []Refusal{{Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
 	}
-	p := &plan{fn: fn, code: code, orc: planORC(post, fn)}
+	p := &plan{fn: fn, code: code}
 	rs := specialRefusals(post, fn)
 	fentry := fentryOffset(post, fn) == jumpSize
 	if fentry {
@@ -211,13 +203,20 @@ func specialRefusals(o *object, fn *elfobj.Symbol) []Refusal {
 // refusals is refused as a whole: shipping part of a patch is not shipping
 // the patch.
 func Extract(cs *Changeset, pre, post *elfobj.File, prefix string, w io.Writer) (*Extraction, error) {
+	return ExtractWith(cs, pre, post, ExtractOptions{Prefix: prefix}, w)
+}
+
+// ExtractWith is Extract with the target kernel's entry sizes and exports:
+// it carries, entry by entry, the special-section records of every
+// function written (see special_carry.go for what goes where).
+func ExtractWith(cs *Changeset, pre, post *elfobj.File, opts ExtractOptions, w io.Writer) (*Extraction, error) {
 	if cs == nil || pre == nil || post == nil {
 		return nil, errors.New("differ: Extract needs a changeset and both objects")
 	}
 	if len(cs.Refused) > 0 {
 		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, &RefusedError{Refused: cs.Refused})
 	}
-	x := newExtractor(pre, post, prefix)
+	x := newExtractor(pre, post, opts)
 	if err := x.plan(cs); err != nil {
 		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
 	}

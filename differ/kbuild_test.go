@@ -30,6 +30,9 @@ const kfixture = `// SPDX-License-Identifier: GPL-2.0
 #include <linux/kernel.h>
 #include <linux/printk.h>
 #include <linux/bug.h>
+#include <linux/uaccess.h>
+#include <linux/jump_label.h>
+#include <linux/filter.h>
 
 int lsfixture_level = 3;
 EXPORT_SYMBOL_GPL(lsfixture_level);
@@ -96,6 +99,54 @@ noinline int lsfixture_check(int x)
 }
 EXPORT_SYMBOL_GPL(lsfixture_check);
 
+/* copy_from_user (a call to the exported _copy_from_user) and a user
+ * access block: __ex_table, .altinstructions (stac/clac, barrier_nospec) */
+noinline int lsfixture_copy(const int __user *up, int *out)
+{
+	int a, b;
+
+	if (copy_from_user(&a, up, sizeof(a)))
+		return -EFAULT;
+	if (!user_access_begin(up + 1, sizeof(b)))
+		return -EFAULT;
+	unsafe_get_user(b, up + 1, efault);
+	user_access_end();
+	*out = a + b * COPY_FACTOR;
+	return 0;
+efault:
+	user_access_end();
+	return -EFAULT;
+}
+EXPORT_SYMBOL_GPL(lsfixture_copy);
+
+/* static branches: __jump_table, keys the kernel exports */
+DEFINE_STATIC_KEY_FALSE(lsfixture_key_exported);
+EXPORT_SYMBOL_GPL(lsfixture_key_exported);
+
+noinline int lsfixture_branch(int x)
+{
+	/* keeps the jump labels out of the patch site */
+	x += READ_ONCE(lsfixture_level);
+	if (static_branch_unlikely(&lsfixture_key_exported))
+		return x + BRANCH_DELTA;
+	if (static_branch_unlikely(&bpf_stats_enabled_key))
+		return x * 5;
+	return x;
+}
+EXPORT_SYMBOL_GPL(lsfixture_branch);
+
+/* a static branch on a key nobody exports */
+static DEFINE_STATIC_KEY_FALSE(lsfixture_key_static);
+
+noinline int lsfixture_static_branch(int x)
+{
+	x += READ_ONCE(lsfixture_level);
+	if (static_branch_unlikely(&lsfixture_key_static))
+		return x + STATIC_DELTA;
+	return x;
+}
+EXPORT_SYMBOL_GPL(lsfixture_static_branch);
+
 MODULE_LICENSE("GPL");
 `
 
@@ -109,6 +160,9 @@ func kfixtureVariant(post bool) string {
 		{"NAME_OFFSET", "1", "2"},
 		{"HELLO_MSG", `lsfixture: hello\n`, `lsfixture: hello, world\n`},
 		{"CHECK_MIN", "0", "-1"},
+		{"COPY_FACTOR", "3", "4"},
+		{"BRANCH_DELTA", "1", "2"},
+		{"STATIC_DELTA", "1", "2"},
 	}
 	src := kfixture
 	for _, v := range vals {
@@ -203,13 +257,12 @@ func TestKernelObject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const shippable = "lsfixture_compute,lsfixture_level_get,lsfixture_name_addr,lsfixture_parse,lsfixture_report"
+	const shippable = "lsfixture_branch,lsfixture_check,lsfixture_compute,lsfixture_copy,lsfixture_level_get," +
+		"lsfixture_name_addr,lsfixture_parse,lsfixture_report,lsfixture_static_branch"
 	if got := names(cs.Changed); got != shippable || len(cs.Added) != 0 {
 		t.Errorf("Changed = %q, Added = %q; want Changed %q, nothing added", got, names(cs.Added), shippable)
 	}
 	wantRefused := []Refusal{
-		{Symbol: "lsfixture_check", Section: ".text.lsfixture_check",
-			Reason: "uses __bug_table (BUG/WARN sites): not supported by this cut"},
 		{Symbol: "lsfixture_hello", Section: ".text.unlikely.lsfixture_hello",
 			Reason: "the loader cannot compute the bytes at the patch site: they reference a string"},
 	}
@@ -223,12 +276,36 @@ func TestKernelObject(t *testing.T) {
 		}
 	}
 	var re *RefusedError
-	if _, err := Extract(cs, pre, post, "ls0_", &bytes.Buffer{}); !errors.As(err, &re) || len(re.Refused) != 2 {
-		t.Errorf("Extract(changeset with refusals) = %v, want a RefusedError with both", err)
+	if _, err := Extract(cs, pre, post, "ls0_", &bytes.Buffer{}); !errors.As(err, &re) || len(re.Refused) != 1 {
+		t.Errorf("Extract(changeset with refusals) = %v, want a RefusedError with the Diff refusal", err)
 	}
 
-	x, obj := extractChangeset(t, &Changeset{Changed: cs.Changed}, pre, post)
+	// Without the target's entry sizes, functions with entries that must
+	// be carried are refused.
+	_, err = Extract(&Changeset{Changed: cs.Changed}, pre, post, "ls0_", &bytes.Buffer{})
+	refusedSyms := map[string]bool{}
+	if errors.As(err, &re) {
+		for _, r := range re.Refused {
+			if strings.Contains(r.Reason, "not supported without the target kernel's entry sizes") {
+				refusedSyms[r.Symbol] = true
+			}
+		}
+	}
+	if len(refusedSyms) != 4 || !refusedSyms["lsfixture_check"] || !refusedSyms["lsfixture_copy"] || !refusedSyms["lsfixture_branch"] {
+		t.Errorf("Extract(special entries, no sizes) = %v, want check, copy, branch, static_branch refused", err)
+	}
+	var plain []Function
+	for _, fn := range cs.Changed {
+		switch fn.Name {
+		case "lsfixture_check", "lsfixture_copy", "lsfixture_branch", "lsfixture_static_branch":
+		default:
+			plain = append(plain, fn)
+		}
+	}
+	x, obj := extractChangeset(t, &Changeset{Changed: plain}, pre, post)
 	checkKernelExtraction(t, x, obj)
+
+	t.Run("special", func(t *testing.T) { checkSpecialExtraction(t, cs, pre, post) })
 }
 
 // checkKernelExtraction checks the extraction of the shippable changes.

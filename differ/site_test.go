@@ -65,10 +65,15 @@ func TestSiteWindow(t *testing.T) {
 
 func TestSpecialRefusals(t *testing.T) {
 	code := []byte{0xe8, 0, 0, 0, 0, 0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xc3}
-	f, fn := handObject(code, map[string]int64{"__ex_table": 8, ".return_sites": 11, ".smp_locks": 7})
+	// Carried sections (ExtractWith decides) and dropped ones refuse nothing here.
+	f, fn := handObject(code, map[string]int64{"__ex_table": 8, ".return_sites": 11, ".smp_locks": 7, "__mcount_loc": 0})
+	if rs := specialRefusals(newObject(f), fn); len(rs) != 0 {
+		t.Errorf("refusals = %+v, want none", rs)
+	}
+	f, fn = handObject(code, map[string]int64{"__ex_table": 8, ".altinstr_aux": 7})
 	rs := specialRefusals(newObject(f), fn)
-	if len(rs) != 1 || rs[0].Reason != "uses __ex_table (user access fixups): not supported by this cut" {
-		t.Errorf("refusals = %+v, want only the __ex_table one", rs)
+	if len(rs) != 1 || !strings.Contains(rs[0].Reason, "uses .altinstr_aux") {
+		t.Errorf("refusals = %+v, want only the .altinstr_aux one", rs)
 	}
 }
 

@@ -8,30 +8,35 @@ type specialUse int
 
 const (
 	notSpecial specialUse = iota
-	// dropOK: the entry may be dropped for replacement code; the
-	// unpatched site stays correct (thunk calls, lock prefixes, indirect
-	// pv calls, static-call trampolines) or the entry is only metadata.
+	// dropOK: the entry is dropped for replacement code; it is only
+	// metadata for the built kernel (__mcount_loc: the replacement's
+	// fentry call is a NOP and the old function's fentry site keeps
+	// serving ftrace, so the module must not register a second one).
 	dropOK
+	// carried: ExtractWith copies the function's entries, entry by entry,
+	// into the update module, where the kernel's module loader processes
+	// them before the update's init runs (see special_carry.go).
+	carried
 	// mustRefuse: the replacement would behave differently without the
-	// entry; this cut refuses the function.
+	// entry and it cannot be carried; the function is refused.
 	mustRefuse
 )
 
 // special classifies a section name; for mustRefuse it gives the reason.
 func special(name string) (specialUse, string) {
+	if _, ok := carriedSections[name]; ok {
+		return carried, ""
+	}
 	switch name {
-	case "__jump_table":
-		return mustRefuse, "uses __jump_table (static keys / jump labels): not supported by this cut"
-	case ".altinstructions", ".altinstr_replacement", ".altinstr_aux":
-		return mustRefuse, "uses " + name + " (CPU-feature alternatives): not supported by this cut"
-	case "__ex_table":
-		return mustRefuse, "uses __ex_table (user access fixups): not supported by this cut"
-	case "__bug_table":
-		return mustRefuse, "uses __bug_table (BUG/WARN sites): not supported by this cut"
+	case ".altinstr_replacement":
+		return carried, ""
+	case ".altinstr_aux":
+		return mustRefuse, "uses .altinstr_aux (the static_cpu_has() slow path, code shared outside any function): not supported"
 	case ".static_call.text":
 		return mustRefuse, "uses .static_call.text (static call trampolines): not supported by this cut"
-	case ".return_sites", ".retpoline_sites", "__mcount_loc", ".smp_locks", ".parainstructions",
-		".static_call_sites", ".orc_unwind", ".orc_unwind_ip", "__patchable_function_entries",
+	case ".orc_unwind":
+		return carried, ""
+	case "__mcount_loc", "__patchable_function_entries",
 		".ibt_endbr_seal", ".ibt_endbr_superfluous", ".call_sites", ".cfi_sites":
 		return dropOK, ""
 	}
@@ -39,6 +44,55 @@ func special(name string) (specialUse, string) {
 		return dropOK, ""
 	}
 	return notSpecial, ""
+}
+
+// carriage is how one carried section's entries are handled.
+type carriage struct {
+	// required: the replacement misbehaves without the entry, so an entry
+	// that cannot be carried refuses the function. Otherwise the entry is
+	// dropped and the unpatched instruction stays (a retpoline or return
+	// thunk call, a lock prefix, an indirect pv call, a static call
+	// through its trampoline): correct, only not optimised.
+	required bool
+	// what names the entry kind in refusals.
+	what string
+	// rewrites: the kernel rewrites the instruction the entry points at
+	// when it loads the module (module_finalize), before our init could
+	// write a fix-up there.
+	rewrites bool
+}
+
+// carriedSections are the special sections ExtractWith carries. Their
+// entry sizes come from the target kernel (module.EntrySizes), keyed by
+// section name; each entry's field at offset 0 points at the code it
+// describes, which decides the function it belongs to.
+var carriedSections = map[string]carriage{
+	"__bug_table":        {required: true, what: "BUG/WARN entry"},
+	"__ex_table":         {required: true, what: "exception table entry"},
+	".altinstructions":   {required: true, what: "alternative", rewrites: true},
+	"__jump_table":       {required: true, what: "jump label"},
+	".static_call_sites": {what: "static call site", rewrites: true},
+	".retpoline_sites":   {what: "retpoline site", rewrites: true},
+	".return_sites":      {what: "return thunk site", rewrites: true},
+	".smp_locks":         {what: "lock prefix"},
+	".parainstructions":  {what: "paravirt site", rewrites: true},
+	".orc_unwind_ip":     {required: true, what: "ORC entry"},
+}
+
+// legacyRefusal is the reason Extract (without the target's entry sizes)
+// gives for functions with entries it would have to carry.
+func legacyRefusal(name string) string {
+	switch name {
+	case "__jump_table":
+		return "uses __jump_table (static keys / jump labels): not supported without the target kernel's entry sizes"
+	case ".altinstructions":
+		return "uses .altinstructions (CPU-feature alternatives): not supported without the target kernel's entry sizes"
+	case "__ex_table":
+		return "uses __ex_table (user access fixups): not supported without the target kernel's entry sizes"
+	case "__bug_table":
+		return "uses __bug_table (BUG/WARN sites): not supported without the target kernel's entry sizes"
+	}
+	return ""
 }
 
 // windowMetadata reports special sections whose entries may point inside

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
+	"sort"
 
 	"github.com/livesplice/livesplice/elfobj"
 )
@@ -12,12 +13,18 @@ import (
 type extractor struct {
 	pre, post *object
 	prefix    string
+	opts      ExtractOptions
 	plans     []*plan
 	out       Extraction
+	// bySection holds the extracted post functions by section, to find
+	// what special-section entries point into.
+	bySection map[*elfobj.Section][]*elfobj.Symbol
+	pieces    map[int64]*piece // .altinstr_replacement pieces by source start
 }
 
-func newExtractor(pre, post *elfobj.File, prefix string) *extractor {
-	return &extractor{pre: newObject(pre), post: newObject(post), prefix: prefix}
+func newExtractor(pre, post *elfobj.File, opts ExtractOptions) *extractor {
+	return &extractor{pre: newObject(pre), post: newObject(post), prefix: opts.Prefix, opts: opts,
+		bySection: map[*elfobj.Section][]*elfobj.Symbol{}, pieces: map[int64]*piece{}}
 }
 
 // plan checks and plans every function of cs.
@@ -25,6 +32,9 @@ func (x *extractor) plan(cs *Changeset) error {
 	extracted := map[string]bool{}
 	for _, fn := range append(append([]Function{}, cs.Changed...), cs.Added...) {
 		extracted[fn.Name] = true
+		if s := single(x.post.funcs[fn.Name]); s != nil {
+			x.bySection[s.Section] = append(x.bySection[s.Section], s)
+		}
 	}
 	var refused []Refusal
 	for _, fn := range cs.Changed {
@@ -40,6 +50,16 @@ func (x *extractor) plan(cs *Changeset) error {
 		for _, fx := range p.fixups {
 			fx.Symbol = x.prefix + p.fn.Name
 			x.out.Fixups = append(x.out.Fixups, fx)
+		}
+		for _, fx := range p.linked {
+			fx.Symbol = x.prefix + p.fn.Name
+			x.out.Linked = append(x.out.Linked, fx)
+		}
+		for _, e := range p.entries {
+			if x.out.Entries == nil {
+				x.out.Entries = map[string]int{}
+			}
+			x.out.Entries[e.sec.Name]++
 		}
 	}
 	return nil
@@ -57,6 +77,9 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 	site, rs := siteCheck(x.pre, preFn)
 	p, prs := planFunction(x.pre, x.post, postFn, extracted)
 	rs = append(rs, prs...)
+	if len(prs) == 0 {
+		rs = append(rs, x.planSpecial(p)...)
+	}
 	if len(rs) > 0 {
 		return rs
 	}
@@ -81,6 +104,9 @@ func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal 
 		return rs
 	}
 	p, rs := planFunction(x.pre, x.post, postFn, extracted)
+	if len(rs) == 0 {
+		rs = x.planSpecial(p)
+	}
 	if len(rs) == 0 {
 		x.plans = append(x.plans, p)
 	}
@@ -110,6 +136,7 @@ type image struct {
 	funcSyms map[string]*elfobj.Symbol // local symbol of each extracted function
 	textSyms map[string]*elfobj.Symbol // section symbol of each extracted function
 	copies   map[*elfobj.Section]*contentCopy
+	undefs   map[string]*elfobj.Symbol // kernel symbols the module loader resolves
 }
 
 // contentCopy is the copy of the referenced units of one content section.
@@ -125,6 +152,7 @@ func (x *extractor) write(w io.Writer) error {
 		funcSyms: map[string]*elfobj.Symbol{},
 		textSyms: map[string]*elfobj.Symbol{},
 		copies:   map[*elfobj.Section]*contentCopy{},
+		undefs:   map[string]*elfobj.Symbol{},
 	}
 	texts := make([]*elfobj.Section, len(x.plans))
 	for i, p := range x.plans {
@@ -135,7 +163,9 @@ func (x *extractor) write(w io.Writer) error {
 			return err
 		}
 	}
-	img.addORC(x.plans)
+	if err := img.addSpecial(x); err != nil {
+		return err
+	}
 	img.f.Sections = append(img.f.Sections, &elfobj.Section{Name: ".note.GNU-stack", Type: elf.SHT_PROGBITS, Addralign: 1})
 	return img.f.Write(w)
 }
@@ -174,6 +204,9 @@ func (img *image) addRelocs(sec *elfobj.Section, p *plan) error {
 		}
 		sec.Relocs = append(sec.Relocs, r)
 	}
+	for _, fx := range p.linked {
+		sec.Relocs = append(sec.Relocs, elfobj.Reloc{Offset: fx.Offset, Type: fx.Type, Sym: img.undef(fx.Target), Addend: fx.Addend})
+	}
 	return nil
 }
 
@@ -203,22 +236,140 @@ func (c *contentCopy) unit(src *elfobj.Section, start, end int64) int64 {
 	return at
 }
 
-// addORC carries the ORC entries of the extracted functions, so the
-// unwinder can walk through replacement code.
-func (img *image) addORC(plans []*plan) {
-	ip := &elfobj.Section{Name: ".orc_unwind_ip", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC, Addralign: 4, Entsize: 4}
-	unwind := &elfobj.Section{Name: ".orc_unwind", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC, Addralign: 2, Entsize: orcSize}
-	for _, p := range plans {
-		for _, e := range p.orc {
-			ip.Relocs = append(ip.Relocs, elfobj.Reloc{Offset: uint64(len(ip.Data)), Type: elf.R_X86_64_PC32,
-				Sym: img.textSyms[p.fn.Name], Addend: int64(e.off)})
-			ip.Data = append(ip.Data, 0, 0, 0, 0)
-			unwind.Data = append(unwind.Data, e.entry...)
+// addSpecial writes the carried special-section entries, section by
+// section in a fixed order, with their relocations, and the
+// .altinstr_replacement pieces the alternatives use.
+func (img *image) addSpecial(x *extractor) error {
+	bySec := map[string][]*carriedEntry{}
+	var names []string
+	for _, p := range x.plans {
+		for _, e := range p.entries {
+			if _, ok := bySec[e.sec.Name]; !ok {
+				names = append(names, e.sec.Name)
+			}
+			bySec[e.sec.Name] = append(bySec[e.sec.Name], e)
 		}
 	}
-	if len(ip.Data) == 0 {
-		return
+	sort.Strings(names)
+	var repl *elfobj.Section
+	var replSym *elfobj.Symbol
+	replAt := map[int64]int64{}
+	piece := func(start int64) (int64, error) {
+		if at, ok := replAt[start]; ok {
+			return at, nil
+		}
+		pc, ok := x.pieces[start]
+		if !ok {
+			return 0, fmt.Errorf(".altinstr_replacement piece at %#x not planned", start)
+		}
+		if repl == nil {
+			src := x.post.f.Section(".altinstr_replacement")
+			repl = &elfobj.Section{Name: src.Name, Type: elf.SHT_PROGBITS, Flags: src.Flags, Addralign: max(src.Addralign, 1)}
+			replSym = img.addSection(repl)
+		}
+		at := int64(len(repl.Data))
+		code := append([]byte(nil), src(x, start, pc.end)...)
+		for _, r := range pc.refs {
+			zeroField(code, r.off, r.typ)
+		}
+		for _, r := range pc.refs {
+			rel, err := img.entryReloc(r, uint64(at)+r.off, nil)
+			if err != nil {
+				return 0, err
+			}
+			repl.Relocs = append(repl.Relocs, rel)
+		}
+		repl.Data = append(repl.Data, code...)
+		repl.Size = uint64(len(repl.Data))
+		replAt[start] = at
+		return at, nil
 	}
-	ip.Size, unwind.Size = uint64(len(ip.Data)), uint64(len(unwind.Data))
-	img.f.Sections = append(img.f.Sections, unwind, ip)
+	var unwind *elfobj.Section
+	for _, name := range names {
+		es := bySec[name]
+		src := es[0].sec
+		out := &elfobj.Section{Name: name, Type: src.Type, Flags: src.Flags, Addralign: max(src.Addralign, 1), Entsize: src.Entsize}
+		img.addSection(out)
+		if name == ".orc_unwind_ip" {
+			u := x.post.f.Section(".orc_unwind")
+			unwind = &elfobj.Section{Name: u.Name, Type: u.Type, Flags: u.Flags, Addralign: max(u.Addralign, 1), Entsize: u.Entsize}
+		}
+		for _, e := range es {
+			at := uint64(len(out.Data))
+			b, _ := e.sec.Bytes(e.start, uint64(e.size))
+			b = append([]byte(nil), b...)
+			for _, r := range e.refs {
+				zeroField(b, r.off, r.typ)
+			}
+			for _, r := range e.refs {
+				var replStart *int64
+				if r.kind == refRepl {
+					pa, err := piece(r.start)
+					if err != nil {
+						return err
+					}
+					replStart = &pa
+				}
+				rel, err := img.entryReloc(r, at+r.off, replStart)
+				if err != nil {
+					return err
+				}
+				if r.kind == refRepl {
+					rel.Sym = replSym
+				}
+				out.Relocs = append(out.Relocs, rel)
+			}
+			out.Data = append(out.Data, b...)
+			if unwind != nil && name == ".orc_unwind_ip" {
+				unwind.Data = append(unwind.Data, e.pars...)
+			}
+		}
+		out.Size = uint64(len(out.Data))
+	}
+	if unwind != nil {
+		unwind.Size = uint64(len(unwind.Data))
+		img.addSection(unwind)
+	}
+	return nil
+}
+
+// src returns bytes [start, end) of the post .altinstr_replacement.
+func src(x *extractor, start, end int64) []byte {
+	b, _ := x.post.f.Section(".altinstr_replacement").Bytes(uint64(start), uint64(end-start))
+	return b
+}
+
+// entryReloc is the written relocation of one carried reference at off.
+func (img *image) entryReloc(r entryRef, off uint64, replStart *int64) (elfobj.Reloc, error) {
+	rel := elfobj.Reloc{Offset: off, Type: r.typ}
+	switch r.kind {
+	case refFunc:
+		sym, ok := img.textSyms[r.fn]
+		if !ok {
+			return rel, fmt.Errorf("special entry refers to %s, which is not extracted", r.fn)
+		}
+		rel.Sym, rel.Addend = sym, r.addend
+	case refContent:
+		c := img.copyContent(r.sec)
+		rel.Sym, rel.Addend = c.sym, c.unit(r.sec, r.start, r.end)+r.addend
+	case refKernel:
+		rel.Sym, rel.Addend = img.undef(r.name), r.addend
+	case refRepl:
+		if replStart == nil {
+			return rel, fmt.Errorf("replacement code refers to other replacement code")
+		}
+		rel.Addend = *replStart
+	}
+	return rel, nil
+}
+
+// undef returns the undefined global symbol name, added once.
+func (img *image) undef(name string) *elfobj.Symbol {
+	if s, ok := img.undefs[name]; ok {
+		return s
+	}
+	s := &elfobj.Symbol{Name: name, Bind: elf.STB_GLOBAL, Type: elf.STT_NOTYPE, Shndx: elf.SHN_UNDEF}
+	img.f.Symbols = append(img.f.Symbols, s)
+	img.undefs[name] = s
+	return s
 }

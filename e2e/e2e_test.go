@@ -14,8 +14,8 @@ import (
 	"github.com/livesplice/livesplice/guest"
 )
 
-// setup builds the guest binary and the demo pack once for all cases.
-func setup(t *testing.T) (demo.Setup, string, string) {
+// newSetup checks the kernel inputs and builds the guest's livesplice.
+func newSetup(t *testing.T) (demo.Setup, string) {
 	t.Helper()
 	repo, err := filepath.Abs("..")
 	if err != nil {
@@ -35,12 +35,21 @@ func setup(t *testing.T) (demo.Setup, string, string) {
 	if err := s.Tree.Check(s.Config); err != nil {
 		t.Fatalf("%v (run `make kernel-inputs`)", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	bin, err := s.Binary(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, bin
+}
+
+// setup also builds the demo pack.
+func setup(t *testing.T) (demo.Setup, string, string) {
+	t.Helper()
+	s, bin := newSetup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
 	start := time.Now()
 	packPath, m, err := s.Pack(ctx, demo.Cmdline, "demo.tar.xz")
 	if err != nil {

@@ -13,6 +13,15 @@
 //     linked in as livesplice-patchN.o (shipped to Kbuild as
 //     livesplice-patchN.o_shipped).
 //
+// The replacement objects may carry special sections (__bug_table,
+// __ex_table, .altinstructions, __jump_table, ...) whose entries the
+// kernel's module loader processes before init; references from them to
+// the running kernel are plain ELF relocations against exported symbols,
+// resolved by the module loader and versioned by modpost. EntrySizes
+// measures those sections' entries on the target's headers (a probe
+// compiled with Kbuild, cached per headers tree) and Exported lists what
+// vmlinux exports (Module.symvers).
+//
 // Generate writes the Kbuild directory and returns the ordered list of
 // kernel symbols whose addresses the loader must pass in the module's addrs
 // parameter; Build runs Kbuild and returns the .ko.
