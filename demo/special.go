@@ -15,7 +15,8 @@ import (
 
 // Special replaces comm_write (fs/proc/base.c) with code that has every
 // kind of special-section entry the module loader must process before
-// the update's init: a copy_from_user the guest feeds a bad pointer, a
+// the update's init: an inline user access (__ex_table, stac/clac
+// alternatives) and a copy_from_user the guest feeds bad pointers, a
 // WARN_ON (__bug_table) and a static branch on an exported key
 // (__jump_table, bpf_stats_enabled_key, toggled through
 // /proc/sys/kernel/bpf_stats_enabled), plus lock prefixes, return thunk

@@ -71,12 +71,13 @@ func TestSpecial(t *testing.T) {
 		}
 	}
 	// The original: EFAULT, and a leading NUL is taken as a name.
-	check("before", []string{"commwrite fault: errno 14 (EFAULT)", "commwrite empty: wrote 9"})
+	check("before", []string{"commwrite fault: errno 14 (EFAULT)", "commwrite fault-later: errno 14 (EFAULT)", "commwrite empty: wrote 9"})
 	if rc := demo.ExitStatus(steps["apply"]); rc != 0 {
 		t.Fatalf("livesplice apply exited %d:\n%s", rc, steps["apply"])
 	}
-	// The replacement: its copy_from_user faults into the exception table.
-	check("fault", []string{"commwrite fault: errno 14 (EFAULT)"})
+	// The replacement: its own user access faults into its carried
+	// exception table entry; its copy_from_user faults in the kernel's.
+	check("fault", []string{"commwrite fault: errno 14 (EFAULT)", "commwrite fault-later: errno 14 (EFAULT)"})
 	// The static branch follows bpf_stats_enabled_key in both directions.
 	// (with bpf_stats_enabled_key on, the replacement refuses renames).
 	check("branch-off", []string{"commwrite name: wrote 6", `comm now "ls-off\n"`})
@@ -93,7 +94,7 @@ func TestSpecial(t *testing.T) {
 	if rc := demo.ExitStatus(steps["undo"]); rc != 0 {
 		t.Errorf("livesplice undo exited %d:\n%s", rc, steps["undo"])
 	}
-	check("undone", []string{"commwrite fault: errno 14 (EFAULT)", "commwrite empty: wrote 9"})
+	check("undone", []string{"commwrite fault: errno 14 (EFAULT)", "commwrite fault-later: errno 14 (EFAULT)", "commwrite empty: wrote 9"})
 	if !strings.Contains(steps["modules"], "none") {
 		t.Errorf("the update's module stayed loaded:\n%s", steps["modules"])
 	}

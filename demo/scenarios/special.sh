@@ -1,15 +1,18 @@
-# The special update: comm_write replaced by code with a copy_from_user
-# that faults, a WARN_ON and a static branch, against the original.
+# The special update: comm_write replaced by code with a user access that
+# faults (its own exception table entry), a copy_from_user that faults, a
+# WARN_ON and a static branch, against the original.
 step() { printf '\n@@step %s\n' "$1"; }
 stats=/proc/sys/kernel/bpf_stats_enabled
 step before
 commwrite fault
+commwrite fault-later
 commwrite empty
 step apply
 livesplice apply /packs/special.tar.xz
 echo "@@rc $?"
 step fault
 commwrite fault
+commwrite fault-later
 step branch-off
 cat $stats
 commwrite name ls-off
@@ -28,6 +31,7 @@ livesplice undo special
 echo "@@rc $?"
 step undone
 commwrite fault
+commwrite fault-later
 commwrite empty
 step modules
 grep livesplice /proc/modules || echo none

@@ -1,5 +1,7 @@
 // Command commwrite writes to /proc/self/comm the way the special
-// scenario needs: through a bad pointer, with a leading NUL, or a name.
+// scenario needs: through a bad pointer (fault), through a buffer whose
+// first byte is readable and the rest is not (fault-later), with a
+// leading NUL (empty), or a name.
 // It is built static and runs in the guest.
 package main
 
@@ -12,7 +14,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: commwrite fault|empty|name NAME")
+		fmt.Fprintln(os.Stderr, "usage: commwrite fault|fault-later|empty|name NAME")
 		os.Exit(2)
 	}
 	fd, err := syscall.Open("/proc/self/comm", syscall.O_WRONLY, 0)
@@ -27,6 +29,21 @@ func main() {
 	case "fault":
 		// An address no process maps: copy_from_user must fail.
 		ptr, n = 0x10, 4
+	case "fault-later":
+		// One readable byte at the end of a page, then an unreadable page:
+		// a first-byte read succeeds, the copy of the name faults.
+		page := os.Getpagesize()
+		mem, err := syscall.Mmap(-1, 0, 2*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+		if err != nil {
+			fmt.Println("mmap:", err)
+			os.Exit(1)
+		}
+		if err := syscall.Mprotect(mem[page:], syscall.PROT_NONE); err != nil {
+			fmt.Println("mprotect:", err)
+			os.Exit(1)
+		}
+		mem[page-1] = 'x'
+		ptr, n = uintptr(unsafe.Pointer(&mem[page-1])), 4
 	case "empty":
 		data = []byte("\x00nameless")
 	case "name":
