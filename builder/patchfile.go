@@ -71,37 +71,3 @@ func stripOne(p string) (string, error) {
 	}
 	return clean, nil
 }
-
-// ReverseDiff returns the unified diff that undoes diff: old and new file
-// names, hunk ranges and -/+ lines swapped.
-func ReverseDiff(diff []byte) []byte {
-	var out bytes.Buffer
-	lines := strings.SplitAfter(string(diff), "\n")
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		switch {
-		case strings.HasPrefix(l, "--- ") && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "+++ "):
-			out.WriteString("--- " + lines[i+1][4:])
-			out.WriteString("+++ " + l[4:])
-			i++
-		case strings.HasPrefix(l, "@@ "):
-			out.WriteString(reverseHunkHeader(l))
-		case strings.HasPrefix(l, "-"):
-			out.WriteString("+" + l[1:])
-		case strings.HasPrefix(l, "+"):
-			out.WriteString("-" + l[1:])
-		default:
-			out.WriteString(l)
-		}
-	}
-	return out.Bytes()
-}
-
-// reverseHunkHeader swaps the ranges of "@@ -a,b +c,d @@ rest".
-func reverseHunkHeader(h string) string {
-	f := strings.SplitN(h, " ", 4)
-	if len(f) < 4 || !strings.HasPrefix(f[1], "-") || !strings.HasPrefix(f[2], "+") {
-		return h
-	}
-	return "@@ -" + f[2][1:] + " +" + f[1][1:] + " " + f[3]
-}

@@ -41,14 +41,3 @@ func TestPatchedFiles(t *testing.T) {
 		}
 	}
 }
-
-func TestReverseDiff(t *testing.T) {
-	diff := "commit text\n--- a/f.c\t2024\n+++ b/f.c\t2025\n@@ -1,4 +1,5 @@ int f(void)\n int f(void)\n {\n-\treturn 1;\n+\tint x = 2;\n+\treturn x;\n }\n"
-	want := "commit text\n--- b/f.c\t2025\n+++ a/f.c\t2024\n@@ -1,5 +1,4 @@ int f(void)\n int f(void)\n {\n+\treturn 1;\n-\tint x = 2;\n-\treturn x;\n }\n"
-	if got := string(ReverseDiff([]byte(diff))); got != want {
-		t.Errorf("ReverseDiff =\n%s\nwant\n%s", got, want)
-	}
-	if got := string(ReverseDiff(ReverseDiff([]byte(diff)))); got != diff {
-		t.Errorf("reversing twice =\n%s\nwant the original", got)
-	}
-}

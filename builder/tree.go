@@ -274,7 +274,7 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 	}
 	buildErr := t.patch(ctx, diff, reverse)
 	if buildErr == nil {
-		buildErr = t.keepLineNumbers(data, reverse, files)
+		buildErr = t.keepLineNumbers(ctx, files)
 	}
 	if buildErr == nil {
 		buildErr = t.makeAndCopy(ctx, objects, patchedDir)
@@ -288,12 +288,21 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 // keepLineNumbers rewrites the patched files so that every line the patch
 // did not touch keeps its pristine line number: a patch that only moves
 // __LINE__ values (WARN, BUG, ext4's error helpers) then changes no code.
-func (t *Tree) keepLineNumbers(diff []byte, reverse bool, files []string) error {
-	if reverse {
-		diff = ReverseDiff(diff)
-	}
+// The hunks come from comparing each file with its pristine copy, not from
+// the patch: patch may have applied them at an offset.
+func (t *Tree) keepLineNumbers(ctx context.Context, files []string) error {
 	for _, file := range files {
 		path := filepath.Join(t.Dir, file)
+		cmd := exec.CommandContext(ctx, "diff", "-u", "--label", "a/"+file, "--label", "b/"+file,
+			filepath.Join(t.Dir, backupDir, file), path)
+		diff, err := cmd.Output()
+		var exit *exec.ExitError
+		if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 1) {
+			return fmt.Errorf("comparing %s with its pristine copy: %w", file, err)
+		}
+		if len(diff) == 0 {
+			continue
+		}
 		patched, err := os.ReadFile(path)
 		if err != nil {
 			return err
