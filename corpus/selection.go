@@ -71,13 +71,13 @@ var NoCodeChange = map[string]string{
 }
 
 // DeltaDir returns the corpus delta's folder: $LIVESPLICE_CORPUS, else
-// ../shared/corpus/DELTA next to the repository.
+// the copy of the selected patches in the repository's testdata/corpus.
 func DeltaDir() string {
 	if d := os.Getenv("LIVESPLICE_CORPUS"); d != "" {
 		return d
 	}
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "shared", "corpus", DeltaName)
+	return filepath.Join(filepath.Dir(file), "..", "testdata", "corpus", DeltaName)
 }
 
 // TreeDir returns the prepared tree: $LIVESPLICE_CACHE/trees/RELEASE, else
