@@ -342,7 +342,7 @@ func (d *differ) functionRefusals(name string, changed bool, extracted map[strin
 		_, siteRs := siteCheck(d.pre, pre)
 		rs = append(rs, siteRs...)
 	}
-	_, planRs := planFunction(d.pre, d.post, post, extracted)
+	_, planRs := planFunction(d.pre, d.post, post, extracted, &dataPolicy{added: addedData(d.post, d.cs.AddedData)})
 	return append(rs, planRs...)
 }
 

@@ -17,7 +17,9 @@
 // reason a kernel engineer understands.
 //
 // Extract writes an ELF relocatable object holding the changed and added
-// functions (and the strings they use), plus the metadata the update module
+// functions (and the strings and new static data they use: data only in
+// post is copied into sections of its own, see newdata.go), plus the
+// metadata the update module
 // needs: for each replaced function its pre code and relocations for run-pre
 // matching, and the Fixups (references to the running kernel) the module
 // applies at load.

@@ -95,6 +95,10 @@ type plan struct {
 	// relocations, resolved by the module loader (Symbol left empty).
 	linked  []Fixup
 	entries []*carriedEntry // special-section entries carried (special_carry.go)
+	// data is the new data (Changeset.AddedData) the function needs,
+	// directly or through other new data (newdata.go).
+	data     []*carriedData
+	dataSeen map[*elfobj.Symbol]bool
 }
 
 // localReloc is a relocation that stays in the written object, to an
@@ -103,10 +107,11 @@ type localReloc struct {
 	offset  uint64
 	typ     elf.R_X86_64
 	fn      string          // target function name, or
+	data    *elfobj.Symbol  // carried new data (post symbol), or
 	content *elfobj.Section // source content section
 	start   int64           // content unit [start, end) in the source section
 	end     int64
-	addend  int64 // relative to fn, or to start
+	addend  int64 // relative to fn or data, or to start
 }
 
 // fixupTypes are the relocation types the module applies.
@@ -115,8 +120,8 @@ func fixupType(t elf.R_X86_64) bool {
 }
 
 // planFunction decides how post function fn is extracted; extracted names
-// the functions that go into the object.
-func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]bool) (*plan, []Refusal) {
+// the functions that go into the object, pol the new data it may carry.
+func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]bool, pol *dataPolicy) (*plan, []Refusal) {
 	code, relocs, err := post.maskedCode(fn)
 	if err != nil {
 		return nil, []Refusal{{Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
@@ -132,7 +137,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 		if fentry && off == 1 {
 			continue
 		}
-		if reason := p.addReloc(pre, post, r, off, extracted); reason != "" {
+		if reason := p.addReloc(pre, post, r, off, extracted, pol); reason != "" {
 			rs = append(rs, Refusal{Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
 		}
 	}
@@ -141,7 +146,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 
 // addReloc records one relocation of the function; it returns a refusal
 // reason when the reference cannot be shipped.
-func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted map[string]bool) string {
+func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted map[string]bool, pol *dataPolicy) string {
 	t := post.resolve(p.fn.Section, r)
 	switch t.kind {
 	case tNone:
@@ -159,6 +164,10 @@ func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted
 	if t.sym.Type == elf.STT_FUNC && t.sym.Section != nil && extracted[t.sym.Name] && single(post.funcs[t.sym.Name]) == t.sym {
 		p.local = append(p.local, localReloc{offset: off, typ: r.Type, fn: t.sym.Name, addend: t.delta})
 		return ""
+	}
+	if pol != nil && pol.added[t.sym] {
+		p.local = append(p.local, localReloc{offset: off, typ: r.Type, data: t.sym, addend: t.delta})
+		return strings.Join(p.carryData(post, t.sym, extracted, pol), "; ")
 	}
 	if !fixupType(r.Type) {
 		return fmt.Sprintf("relocation %v to %s at offset %#x: the module applies only PC32, PLT32, 32S and 64", r.Type, t.sym.Name, off)

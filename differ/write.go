@@ -18,8 +18,9 @@ type extractor struct {
 	out       Extraction
 	// bySection holds the extracted post functions by section, to find
 	// what special-section entries point into.
-	bySection map[*elfobj.Section][]*elfobj.Symbol
-	pieces    map[int64]*piece // .altinstr_replacement pieces by source start
+	bySection  map[*elfobj.Section][]*elfobj.Symbol
+	pieces     map[int64]*piece // .altinstr_replacement pieces by source start
+	dataPolicy *dataPolicy      // new data functions may carry (newdata.go)
 }
 
 func newExtractor(pre, post *elfobj.File, opts ExtractOptions) *extractor {
@@ -29,6 +30,7 @@ func newExtractor(pre, post *elfobj.File, opts ExtractOptions) *extractor {
 
 // plan checks and plans every function of cs.
 func (x *extractor) plan(cs *Changeset) error {
+	x.dataPolicy = &dataPolicy{added: addedData(x.post, cs.AddedData), exportable: x.exportable}
 	extracted := map[string]bool{}
 	for _, fn := range append(append([]Function{}, cs.Changed...), cs.Added...) {
 		extracted[fn.Name] = true
@@ -75,7 +77,7 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 		return rs
 	}
 	site, rs := siteCheck(x.pre, preFn)
-	p, prs := planFunction(x.pre, x.post, postFn, extracted)
+	p, prs := planFunction(x.pre, x.post, postFn, extracted, x.dataPolicy)
 	rs = append(rs, prs...)
 	if len(prs) == 0 {
 		rs = append(rs, x.planSpecial(p)...)
@@ -103,7 +105,7 @@ func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal 
 	if rs := kindRefusals(x.pre, x.post, postFn, false); len(rs) > 0 {
 		return rs
 	}
-	p, rs := planFunction(x.pre, x.post, postFn, extracted)
+	p, rs := planFunction(x.pre, x.post, postFn, extracted, x.dataPolicy)
 	if len(rs) == 0 {
 		rs = x.planSpecial(p)
 	}
@@ -136,7 +138,8 @@ type image struct {
 	funcSyms map[string]*elfobj.Symbol // local symbol of each extracted function
 	textSyms map[string]*elfobj.Symbol // section symbol of each extracted function
 	copies   map[*elfobj.Section]*contentCopy
-	undefs   map[string]*elfobj.Symbol // kernel symbols the module loader resolves
+	undefs   map[string]*elfobj.Symbol         // kernel symbols the module loader resolves
+	dataSyms map[*elfobj.Symbol]*elfobj.Symbol // local symbol of each carried new datum, by post symbol
 }
 
 // contentCopy is the copy of the referenced units of one content section.
@@ -153,10 +156,15 @@ func (x *extractor) write(w io.Writer) error {
 		textSyms: map[string]*elfobj.Symbol{},
 		copies:   map[*elfobj.Section]*contentCopy{},
 		undefs:   map[string]*elfobj.Symbol{},
+		dataSyms: map[*elfobj.Symbol]*elfobj.Symbol{},
 	}
 	texts := make([]*elfobj.Section, len(x.plans))
 	for i, p := range x.plans {
 		texts[i] = img.addFunction(p, x.prefix)
+	}
+	data := img.addData(x.plans, x.prefix)
+	if err := img.addDataRelocs(data); err != nil {
+		return err
 	}
 	for i, p := range x.plans {
 		if err := img.addRelocs(texts[i], p); err != nil {
@@ -191,16 +199,9 @@ func (img *image) addFunction(p *plan, prefix string) *elfobj.Section {
 
 func (img *image) addRelocs(sec *elfobj.Section, p *plan) error {
 	for _, lr := range p.local {
-		r := elfobj.Reloc{Offset: lr.offset, Type: lr.typ}
-		if lr.content != nil {
-			c := img.copyContent(lr.content)
-			r.Sym, r.Addend = c.sym, c.unit(lr.content, lr.start, lr.end)+lr.addend
-		} else {
-			sym, ok := img.funcSyms[lr.fn]
-			if !ok {
-				return fmt.Errorf("%s: relocation at %#x to %s, which is not extracted", p.fn.Name, lr.offset, lr.fn)
-			}
-			r.Sym, r.Addend = sym, lr.addend
+		r, err := img.localReloc(lr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.fn.Name, err)
 		}
 		sec.Relocs = append(sec.Relocs, r)
 	}
