@@ -163,16 +163,8 @@ func (img *image) addData(plans []*plan, prefix string) []*carriedData {
 // addDataRelocs writes the relocations inside the carried data.
 func (img *image) addDataRelocs(all []*carriedData) error {
 	for _, cd := range all {
-		sec := img.dataSyms[cd.sym].Section
-		for _, lr := range cd.local {
-			r, err := img.localReloc(lr)
-			if err != nil {
-				return fmt.Errorf("new data %s: %w", cd.sym.Name, err)
-			}
-			sec.Relocs = append(sec.Relocs, r)
-		}
-		for _, fx := range cd.linked {
-			sec.Relocs = append(sec.Relocs, elfobj.Reloc{Offset: fx.Offset, Type: fx.Type, Sym: img.undef(fx.Target), Addend: fx.Addend})
+		if err := img.appendRelocs(img.dataSyms[cd.sym].Section, cd.local, cd.linked); err != nil {
+			return fmt.Errorf("new data %s: %w", cd.sym.Name, err)
 		}
 	}
 	return nil

@@ -198,14 +198,23 @@ func (img *image) addFunction(p *plan, prefix string) *elfobj.Section {
 }
 
 func (img *image) addRelocs(sec *elfobj.Section, p *plan) error {
-	for _, lr := range p.local {
+	if err := img.appendRelocs(sec, p.local, p.linked); err != nil {
+		return fmt.Errorf("%s: %w", p.fn.Name, err)
+	}
+	return nil
+}
+
+// appendRelocs adds to sec the relocations inside the object (local) and
+// those against exported kernel symbols (linked).
+func (img *image) appendRelocs(sec *elfobj.Section, local []localReloc, linked []Fixup) error {
+	for _, lr := range local {
 		r, err := img.localReloc(lr)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p.fn.Name, err)
+			return err
 		}
 		sec.Relocs = append(sec.Relocs, r)
 	}
-	for _, fx := range p.linked {
+	for _, fx := range linked {
 		sec.Relocs = append(sec.Relocs, elfobj.Reloc{Offset: fx.Offset, Type: fx.Type, Sym: img.undef(fx.Target), Addend: fx.Addend})
 	}
 	return nil
