@@ -199,16 +199,16 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-// CheckID checks that id is usable as an update id: 1 to 48 characters from
-// [a-z0-9-], starting with a letter or digit.
+// CheckID checks that id is usable as an update id: 1 to 44 characters from
+// [a-z0-9-], starting with a letter or digit (the module name,
+// livesplice_ID, must fit the kernel's 55 characters).
 func CheckID(id string) error {
-	if id == "" || len(id) > 48 || id[0] == '-' {
-		return fmt.Errorf("update id %q must be 1-48 characters of a-z, 0-9 and -, not starting with -", id)
-	}
+	valid := id != "" && len(id) <= 44 && id[0] != '-'
 	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fmt.Errorf("update id %q must be 1-48 characters of a-z, 0-9 and -, not starting with -", id)
-		}
+		valid = valid && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-')
+	}
+	if !valid {
+		return fmt.Errorf("update id %q must be 1-44 characters of a-z, 0-9 and -, not starting with -", id)
 	}
 	return nil
 }

@@ -108,3 +108,24 @@ func TestReadRefuses(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckID(t *testing.T) {
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{"demo-cmdline", true},
+		{"cve-2024-1234", true},
+		{strings.Repeat("a", 44), true},
+		{strings.Repeat("a", 45), false}, // livesplice_ + 45 > the kernel's 55
+		{"", false},
+		{"-x", false},
+		{"Fix", false},
+		{"a_b", false},
+	}
+	for _, tt := range tests {
+		if err := CheckID(tt.id); (err == nil) != tt.ok {
+			t.Errorf("CheckID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
+		}
+	}
+}
