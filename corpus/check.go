@@ -53,17 +53,9 @@ func ReadInlining(path string) (Inlining, error) {
 	// that abstract origins and specifications resolve in any order.
 	names := map[dwarf.Offset]string{}
 	refs := map[dwarf.Offset]dwarf.Offset{}
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return nil, fmt.Errorf("%s: DWARF: %w", path, err)
-		}
-		if e == nil {
-			break
-		}
+	err = eachEntry(d, path, func(e *dwarf.Entry) {
 		if e.Tag != dwarf.TagSubprogram && e.Tag != dwarf.TagInlinedSubroutine {
-			continue
+			return
 		}
 		if n, ok := e.Val(dwarf.AttrName).(string); ok {
 			names[e.Offset] = n
@@ -74,6 +66,9 @@ func ReadInlining(path string) (Inlining, error) {
 				break
 			}
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	nameOf := func(off dwarf.Offset) string {
 		for range 8 {
@@ -92,20 +87,12 @@ func ReadInlining(path string) (Inlining, error) {
 	inl := Inlining{}
 	type frame struct{ fn string }
 	var stack []frame
-	r = d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return nil, fmt.Errorf("%s: DWARF: %w", path, err)
-		}
-		if e == nil {
-			break
-		}
+	err = eachEntry(d, path, func(e *dwarf.Entry) {
 		if e.Tag == 0 {
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
-			continue
+			return
 		}
 		cur := ""
 		if len(stack) > 0 {
@@ -133,8 +120,27 @@ func ReadInlining(path string) (Inlining, error) {
 		if e.Children {
 			stack = append(stack, frame{cur})
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return inl, nil
+}
+
+// eachEntry calls fn on every entry of d, in order; path names the object
+// in errors.
+func eachEntry(d *dwarf.Data, path string, fn func(*dwarf.Entry)) error {
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("%s: DWARF: %w", path, err)
+		}
+		if e == nil {
+			return nil
+		}
+		fn(e)
+	}
 }
 
 // merge adds the inlining of o to in.
