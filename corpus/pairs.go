@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/livesplice/livesplice/internal/cache"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,17 +14,10 @@ import (
 	"github.com/livesplice/livesplice/builder"
 )
 
-// CacheDir is where built object pairs are kept: $LIVESPLICE_CACHE/corpus,
-// else the user cache directory's livesplice/corpus.
+// CacheDir is where built object pairs are kept: corpus in the cache
+// directory (package internal/cache).
 func CacheDir() string {
-	if d := os.Getenv("LIVESPLICE_CACHE"); d != "" {
-		return filepath.Join(d, "corpus")
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		d = os.TempDir()
-	}
-	return filepath.Join(d, "livesplice", "corpus")
+	return filepath.Join(cache.Dir(), "corpus")
 }
 
 // Pair is the pre and post build of the object one patch changes.

@@ -2,6 +2,7 @@ package corpus
 
 import (
 	"fmt"
+	"github.com/livesplice/livesplice/internal/cache"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -83,7 +84,7 @@ func DeltaDir() string {
 // TreeDir returns the prepared tree: $LIVESPLICE_CACHE/trees/RELEASE, else
 // the user cache directory's livesplice/trees/RELEASE.
 func TreeDir() string {
-	return filepath.Join(filepath.Dir(CacheDir()), "trees", Release)
+	return cache.Tree(cache.Dir(), Release)
 }
 
 // Tree returns the prepared tree, checked against the target's config.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/livesplice/livesplice/builder"
 	"github.com/livesplice/livesplice/guest"
+	"github.com/livesplice/livesplice/internal/cache"
 	"github.com/livesplice/livesplice/pack"
 )
 
@@ -49,13 +50,13 @@ type Setup struct {
 
 // DefaultSetup returns the setup for Debian's 6.1.0-56-amd64 with the
 // tree in the default cache.
-func DefaultSetup(repo, cache, work string) Setup {
+func DefaultSetup(repo, cacheDir, work string) Setup {
 	const rel = "6.1.0-56-amd64"
 	return Setup{
 		Repo:    repo,
 		Config:  "/boot/config-" + rel,
 		Kernel:  "/boot/vmlinuz-" + rel,
-		Tree:    &builder.Tree{Dir: filepath.Join(cache, "trees", rel), Release: rel, CC: "gcc-12"},
+		Tree:    &builder.Tree{Dir: cache.Tree(cacheDir, rel), Release: rel, CC: "gcc-12"},
 		Headers: "/usr/src/linux-headers-" + rel,
 		Work:    work,
 	}

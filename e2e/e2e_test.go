@@ -12,6 +12,7 @@ import (
 
 	"github.com/livesplice/livesplice/demo"
 	"github.com/livesplice/livesplice/guest"
+	"github.com/livesplice/livesplice/internal/cache"
 )
 
 // newSetup checks the kernel inputs and builds the guest's livesplice.
@@ -21,12 +22,7 @@ func newSetup(t *testing.T) (demo.Setup, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := os.Getenv("LIVESPLICE_CACHE")
-	if cache == "" {
-		home, _ := os.UserCacheDir()
-		cache = filepath.Join(home, "livesplice")
-	}
-	s := demo.DefaultSetup(repo, cache, t.TempDir())
+	s := demo.DefaultSetup(repo, cache.Dir(), t.TempDir())
 	for _, p := range []string{s.Config, s.Kernel, s.Headers} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("kernel input missing (run `make kernel-inputs`): %v", err)

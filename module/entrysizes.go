@@ -10,11 +10,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/livesplice/livesplice/internal/cache"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/livesplice/livesplice/internal/tail"
 )
@@ -70,18 +70,13 @@ const unsigned long ` + probeSymbol + `[] = {
 	return b.String()
 }
 
-var entrySizes struct {
-	sync.Mutex
-	byKey map[string]map[string]int
-}
-
 // EntrySizes returns the entry size of each special section the differ
 // carries (keyed by section name) and the field offsets it reads
 // ("alt_instr.replacementlen", ...), measured by compiling a probe with
 // Kbuild against the headers tree: sizeof(struct bug_entry) and friends,
 // as the target kernel defines them. The result is cached per headers tree
-// (its path and generated config) in memory and in the user's cache
-// directory, so the probe is compiled once.
+// (its path and generated config) in the cache directory (package
+// internal/cache), so the probe is compiled once.
 func EntrySizes(ctx context.Context, headers string) (map[string]int, error) {
 	if fi, err := os.Stat(filepath.Join(headers, "Makefile")); err != nil || !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("module: %s: %w", headers, ErrNoHeaders)
@@ -90,48 +85,21 @@ func EntrySizes(ctx context.Context, headers string) (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	entrySizes.Lock()
-	defer entrySizes.Unlock()
-	if m, ok := entrySizes.byKey[key]; ok {
-		return clone(m), nil
-	}
-	cacheFile := ""
-	if dir, err := os.UserCacheDir(); err == nil {
-		cacheFile = filepath.Join(dir, "livesplice", "entry-sizes", key+".json")
-		if m, ok := readSizes(cacheFile); ok {
-			remember(key, m)
-			return clone(m), nil
-		}
+	cacheFile := filepath.Join(cache.Dir(), "entry-sizes", key+".json")
+	if m, ok := readSizes(cacheFile); ok {
+		return m, nil
 	}
 	m, err := probeSizes(ctx, headers)
 	if err != nil {
 		return nil, err
 	}
-	remember(key, m)
-	if cacheFile != "" {
-		if data, err := json.Marshal(m); err == nil && os.MkdirAll(filepath.Dir(cacheFile), 0o755) == nil {
-			tmp := cacheFile + fmt.Sprintf(".%d.tmp", os.Getpid())
-			if os.WriteFile(tmp, data, 0o644) == nil {
-				os.Rename(tmp, cacheFile)
-			}
+	if data, err := json.Marshal(m); err == nil && os.MkdirAll(filepath.Dir(cacheFile), 0o755) == nil {
+		tmp := cacheFile + fmt.Sprintf(".%d.tmp", os.Getpid())
+		if os.WriteFile(tmp, data, 0o644) == nil {
+			os.Rename(tmp, cacheFile)
 		}
 	}
-	return clone(m), nil
-}
-
-func remember(key string, m map[string]int) {
-	if entrySizes.byKey == nil {
-		entrySizes.byKey = map[string]map[string]int{}
-	}
-	entrySizes.byKey[key] = m
-}
-
-func clone(m map[string]int) map[string]int {
-	out := make(map[string]int, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return m, nil
 }
 
 // headersKey names a headers tree: its absolute path, its generated

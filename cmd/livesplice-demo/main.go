@@ -15,20 +15,21 @@ import (
 
 	"github.com/livesplice/livesplice/demo"
 	"github.com/livesplice/livesplice/guest"
+	"github.com/livesplice/livesplice/internal/cache"
 )
 
 func main() {
 	repo := flag.String("repo", ".", "livesplice repository")
-	cache := flag.String("cache", filepath.Join(os.Getenv("HOME"), ".cache", "livesplice"), "cache holding trees/RELEASE")
+	cacheDir := flag.String("cache", cache.Dir(), "cache holding trees/RELEASE")
 	work := flag.String("work", "", "work directory (default: a temporary one)")
 	flag.Parse()
-	if err := run(*repo, *cache, *work); err != nil {
+	if err := run(*repo, *cacheDir, *work); err != nil {
 		fmt.Fprintln(os.Stderr, "livesplice-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run(repo, cache, work string) error {
+func run(repo, cacheDir, work string) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	if work == "" {
@@ -38,7 +39,7 @@ func run(repo, cache, work string) error {
 		}
 		defer os.RemoveAll(work)
 	}
-	s := demo.DefaultSetup(repo, cache, work)
+	s := demo.DefaultSetup(repo, cacheDir, work)
 	s.Tree.Stderr = os.Stderr
 	start := time.Now()
 	bin, err := s.Binary(ctx)

@@ -5,26 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/livesplice/livesplice/builder"
+	"github.com/livesplice/livesplice/internal/cache"
 )
-
-// cacheDir is where prepared trees live, outside any repository.
-func cacheDir() string {
-	if d := os.Getenv("LIVESPLICE_CACHE"); d != "" {
-		return d
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		d = os.TempDir()
-	}
-	return filepath.Join(d, "livesplice")
-}
-
-func defaultTree(release string) string { return filepath.Join(cacheDir(), "trees", release) }
 
 // treeFlags are the flags every command working on a source tree shares.
 type treeFlags struct {
@@ -49,7 +35,7 @@ func (f *treeFlags) tree() (*builder.Tree, error) {
 	}
 	dir := f.dir
 	if dir == "" {
-		dir = defaultTree(rel)
+		dir = cache.Tree(cache.Dir(), rel)
 	}
 	return &builder.Tree{Dir: dir, Release: rel, CC: f.cc, Stderr: os.Stderr}, nil
 }
