@@ -247,8 +247,10 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		pf := pack.Function{
 			Name: r.Name, Object: obj, Size: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset, PreCode: r.PreCode,
 		}
-		for _, rel := range r.PreRelocs {
-			pf.PreRelocs = append(pf.PreRelocs, pack.Reloc{Offset: rel.Offset, Type: rel.Type.String(), Symbol: rel.Symbol, Addend: rel.Addend})
+		pf.PreRelocs = packRelocs(r.PreRelocs)
+		for _, s := range r.PreSites {
+			pf.PreSites = append(pf.PreSites, pack.Site{Kind: s.Kind.String(), Offset: s.Offset, Len: s.Len,
+				Code: s.Code, Relocs: packRelocs(s.Relocs), Feature: s.Feature, Target: s.Target})
 		}
 		funcs = append(funcs, pf)
 	}
@@ -272,4 +274,12 @@ func utsVersion(headers string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s has no UTS_VERSION", path)
+}
+
+func packRelocs(rs []differ.Reloc) []pack.Reloc {
+	var out []pack.Reloc
+	for _, r := range rs {
+		out = append(out, pack.Reloc{Offset: r.Offset, Type: r.Type.String(), Symbol: r.Symbol, Addend: r.Addend})
+	}
+	return out
 }

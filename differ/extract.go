@@ -47,6 +47,7 @@ type Replacement struct {
 	SiteOffset int     // 5 if the pre function starts with the fentry call, else 0
 	PreCode    []byte  // pre function bytes with relocation fields zeroed
 	PreRelocs  []Reloc // pre relocations, targets named
+	PreSites   []Site  // pre alternatives and jump labels (run-pre matching)
 }
 
 // Reloc is a relocation of pre code. Symbol is the kernel symbol the

@@ -140,7 +140,7 @@ func TestSiteWindowRelocs(t *testing.T) {
 			if tc.want != "" {
 				return
 			}
-			pre := namedRelocs(o, fn, fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size))
+			pre := namedRelocs(o, fn.Section, fn.Value, fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size))
 			if len(pre) != 2 || pre[1].Symbol != tc.preName || pre[1].Addend != tc.preAdd || pre[1].Type != tc.typ {
 				t.Errorf("PreRelocs = %+v, want %s%+d for the loader's kallsyms lookup", pre, tc.preName, tc.preAdd)
 			}

@@ -85,14 +85,14 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 	if len(rs) > 0 {
 		return rs
 	}
-	preCode, preRelocs, err := x.pre.maskedCode(preFn)
+	pre, err := preFunction(x.pre, preFn, x.opts.EntrySizes)
 	if err != nil {
 		return []Refusal{{Symbol: name, Section: preFn.Section.Name, Reason: err.Error()}}
 	}
 	x.plans = append(x.plans, p)
 	x.out.Functions = append(x.out.Functions, Replacement{
 		Name: name, NewSymbol: x.prefix + name, PreSize: int(preFn.Size), NewSize: int(postFn.Size),
-		SiteOffset: site, PreCode: preCode, PreRelocs: namedRelocs(x.pre, preFn, preRelocs),
+		SiteOffset: site, PreCode: pre.PreCode, PreRelocs: pre.PreRelocs, PreSites: pre.PreSites,
 	})
 	return nil
 }
@@ -116,11 +116,12 @@ func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal 
 }
 
 // namedRelocs names the targets of pre relocations for run-pre matching.
-func namedRelocs(o *object, fn *elfobj.Symbol, relocs []elfobj.Reloc) []Reloc {
+// Offsets are made relative to base, the start of the code in sec.
+func namedRelocs(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Reloc) []Reloc {
 	out := make([]Reloc, 0, len(relocs))
 	for _, r := range relocs {
-		nr := Reloc{Offset: r.Offset - fn.Value, Type: r.Type, Addend: r.Addend}
-		t := o.resolve(fn.Section, r)
+		nr := Reloc{Offset: r.Offset - base, Type: r.Type, Addend: r.Addend}
+		t := o.resolve(sec, r)
 		switch t.kind {
 		case tNamed:
 			nr.Symbol, nr.Addend = t.sym.Name, t.delta

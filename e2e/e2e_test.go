@@ -99,6 +99,8 @@ func applyListUndo(t *testing.T, s demo.Setup, bin, packPath string) {
 		}
 	}
 	check("before", demo.Secret, demo.SecretHidden)
+	check("check", "demo-cmdline fits the running kernel (code read from /proc/kcore)", "")
+	check("check", "cmdline_proc_show at 0x", "")
 	check("after", demo.SecretHidden, demo.Secret)
 	check("undone", demo.Secret, demo.SecretHidden)
 	for _, step := range []string{"apply", "undo"} {
@@ -140,8 +142,10 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 	}
 	steps := boot(t, s, bin, packs, "refuse")
 	checkSteps(t, steps, []stepWant{
-		{"stale", 7, []string{"cmdline_proc_show+0x5", "expected", "found"}},
-		{"wrong-kernel", 4, []string{"6.1.0-53-amd64", "6.1.0-56-amd64"}},
+		{"stale", 7, []string{"code mismatch", "cmdline_proc_show at 0x", "+0x5: pack: ", "(51); running (+0x5): ", "(53)"}},
+		// --debug shows every step: the fentry NOP, the matched prefix, the mismatch.
+		{"stale-debug", 7, []string{"cmdline_proc_show: mismatch at", "fentry call (NOP)", "code mismatch"}},
+		{"wrong-kernel", 4, []string{"6.1.0-53-amd64", "6.1.0-56-amd64", "the running code matches"}},
 		{"damaged", 3, []string{"damaged.tar.xz"}},
 	})
 	if before, after := steps["text-before"], steps["text-after"]; before == "" || before != after {

@@ -130,3 +130,15 @@ func (e *LookupError) Error() string {
 	}
 	return fmt.Sprintf("symbol %s is ambiguous: %d symbols of that name in kallsyms", e.Name, e.Count)
 }
+
+// At returns the vmlinux symbol that covers addr: the one at the highest
+// address not above it.
+func (t *Table) At(addr uint64) (Symbol, bool) {
+	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].Addr > addr })
+	for i--; i >= 0; i-- {
+		if t.syms[i].Module == "" {
+			return t.syms[i], true
+		}
+	}
+	return Symbol{}, false
+}

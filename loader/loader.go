@@ -1,11 +1,10 @@
 package loader
 
 import (
-	"debug/elf"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/livesplice/livesplice/kallsyms"
 	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/runpre"
 )
 
 // Loader talks to the running kernel. The zero value uses the real
@@ -24,6 +24,10 @@ type Loader struct {
 	Kallsyms string
 	// SysModule is where modules appear; default /sys/module.
 	SysModule string
+	// Kcore is the kernel memory image; default /proc/kcore.
+	Kcore string
+	// Debug, when set, receives the whole run-pre comparison.
+	Debug io.Writer
 	// Retries and RetryMS tell the helper how often and how long to wait
 	// when a task is inside the code; 0 takes the helper's defaults.
 	Retries, RetryMS int
@@ -71,85 +75,57 @@ func (p *Plan) Params(retries, retryMS int) string {
 	return params
 }
 
-// MakePlan resolves the manifest's symbols in the symbol table and computes
-// the bytes expected at every patch site.
-func MakePlan(m *pack.Manifest, syms *kallsyms.Table) (*Plan, error) {
+// MakePlan gives every symbol of the manifest its running address: a
+// replaced function's from its match, a symbol the pre code refers to from
+// the running code (all matches must agree), any other from kallsyms,
+// where its name must be unique. The bytes expected at each patch site are
+// the running bytes that matched.
+func MakePlan(m *pack.Manifest, syms *kallsyms.Table, matches map[string]*runpre.Match) (*Plan, error) {
+	derived := map[string]runpre.Derivation{}
+	from := map[string]string{}
+	for _, f := range m.Functions {
+		mt := matches[f.Name]
+		if mt == nil {
+			return nil, refuse(KindMismatch, m.ID, nil, "function %s was not matched", f.Name)
+		}
+		for key, d := range mt.Derived {
+			if prev, ok := derived[key]; ok && prev.Addr != d.Addr {
+				return nil, refuse(KindSymbol, m.ID, nil, "%s is at %#x according to the running code of %s, at %#x according to %s: two symbols of that name, and the update needs both",
+					d.Symbol, prev.Addr, from[key], d.Addr, f.Name)
+			}
+			derived[key], from[key] = d, f.Name
+		}
+	}
 	p := &Plan{}
 	var missing []string
-	resolve := func(name string) (uint64, bool) {
-		s, err := syms.Unique(name)
-		if err != nil {
-			missing = append(missing, err.Error())
-			return 0, false
-		}
-		return s.Addr, true
-	}
-	addrOf := make(map[string]uint64)
 	for _, name := range m.Symbols {
-		a, _ := resolve(name)
-		addrOf[name] = a
-		p.Addrs = append(p.Addrs, a)
-	}
-	for _, f := range m.Functions {
-		old, ok := addrOf[f.Name]
-		if !ok {
-			old, ok = resolve(f.Name)
-		}
-		if !ok {
-			continue
-		}
-		if ext := syms.Extent(kallsyms.Symbol{Addr: old}); ext != 0 && ext < uint64(f.Size) {
-			return nil, refuse(KindMismatch, m.ID, nil, "function %s is at most %d bytes in the running kernel, the pack was built from one of %d bytes", f.Name, ext, f.Size)
-		}
-		code := append([]byte(nil), f.PreCode...)
-		for _, r := range f.PreRelocs {
-			if r.Offset >= uint64(f.SiteOffset+5) || r.Offset+8 <= uint64(f.SiteOffset) {
-				continue
+		var addr uint64
+		if mt := matches[name]; mt != nil {
+			addr = mt.Addr
+		} else if d, ok := derived[name]; ok {
+			addr = d.Addr
+		} else if s, err := syms.Unique(name); err == nil {
+			addr = s.Addr
+		} else {
+			var le *kallsyms.LookupError
+			if errors.As(err, &le) && le.Count > 1 {
+				err = fmt.Errorf("%w, and no replaced function's code refers to it", err)
 			}
-			target, ok := resolve(r.Symbol)
-			if !ok {
-				continue
-			}
-			if err := relocate(code, r, target, old); err != nil {
-				return nil, refuse(KindPack, m.ID, err, "function %s", f.Name)
-			}
+			missing = append(missing, err.Error())
 		}
-		p.Expect = append(p.Expect, code[f.SiteOffset:f.SiteOffset+5])
+		p.Addrs = append(p.Addrs, addr)
 	}
 	if len(missing) > 0 {
 		return nil, refuse(KindSymbol, m.ID, nil, "%s", strings.Join(missing, "; "))
 	}
-	return p, nil
-}
-
-// relocate writes into code the value relocation r takes for a function
-// loaded at base whose target symbol is at target.
-func relocate(code []byte, r pack.Reloc, target, base uint64) error {
-	v := target + uint64(r.Addend)
-	var size int
-	switch r.Type {
-	case elf.R_X86_64_PC32.String(), elf.R_X86_64_PLT32.String():
-		v -= base + r.Offset
-		size = 4
-	case elf.R_X86_64_32S.String():
-		size = 4
-	case elf.R_X86_64_64.String():
-		size = 8
-	default:
-		return fmt.Errorf("relocation %s at +%#x: type not supported", r.Type, r.Offset)
-	}
-	if r.Offset+uint64(size) > uint64(len(code)) {
-		return fmt.Errorf("relocation %s at +%#x is outside the code", r.Type, r.Offset)
-	}
-	if size == 4 {
-		if int64(v) != int64(int32(v)) {
-			return fmt.Errorf("relocation %s at +%#x to %s overflows", r.Type, r.Offset, r.Symbol)
+	for _, f := range m.Functions {
+		mt := matches[f.Name]
+		if at, ok := mt.RunOffset(f.SiteOffset); !ok || at != f.SiteOffset || len(mt.Code) < at+5 {
+			return nil, refuse(KindMismatch, m.ID, nil, "function %s: the patch site +%#x is not at the same place in the running code", f.Name, f.SiteOffset)
 		}
-		binary.LittleEndian.PutUint32(code[r.Offset:], uint32(v))
-	} else {
-		binary.LittleEndian.PutUint64(code[r.Offset:], v)
+		p.Expect = append(p.Expect, append([]byte(nil), mt.Code[f.SiteOffset:f.SiteOffset+5]...))
 	}
-	return nil
+	return p, nil
 }
 
 // CheckKernel refuses a pack made for another kernel than the one with
@@ -170,17 +146,6 @@ func CheckKernel(m *pack.Manifest, release, version, procVersion string) error {
 // refusal the module is unloaded again and the kernel is unchanged.
 func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	m := &p.Manifest
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return nil, err
-	}
-	procVersion, err := os.ReadFile("/proc/version")
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckKernel(m, unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]), string(procVersion)); err != nil {
-		return nil, err
-	}
 	loaded, err := l.List()
 	if err != nil {
 		return nil, err
@@ -199,15 +164,11 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 			}
 		}
 	}
-	syms, err := kallsyms.ReadFile(l.kallsymsPath())
-	if err != nil {
-		return nil, refuse(KindSymbol, m.ID, err, "cannot read the kernel's symbols")
-	}
-	plan, err := MakePlan(m, syms)
+	c, err := l.Check(m)
 	if err != nil {
 		return nil, err
 	}
-	if err := loadModule(m.ModuleName, p.Files[m.Module], plan.Params(l.Retries, l.RetryMS)); err != nil {
+	if err := loadModule(m.ModuleName, p.Files[m.Module], c.Plan.Params(l.Retries, l.RetryMS)); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, refuse(KindState, m.ID, err, "module %s is already loaded (another apply running?)", m.ModuleName)
 		}

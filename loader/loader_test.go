@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/livesplice/livesplice/kallsyms"
 	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/runpre"
 )
 
 // cmdlineProcShow is fs/proc/cmdline.o's cmdline_proc_show from Debian's
@@ -37,6 +39,8 @@ func demoManifest() *pack.Manifest {
 				{Offset: 1, Type: "R_X86_64_PLT32", Symbol: "__fentry__", Addend: -4},
 				{Offset: 9, Type: "R_X86_64_PC32", Symbol: "saved_command_line", Addend: -4},
 				{Offset: 0x11, Type: "R_X86_64_PLT32", Symbol: "seq_puts", Addend: -4},
+				{Offset: 0x1e, Type: "R_X86_64_PLT32", Symbol: "seq_putc", Addend: -4},
+				{Offset: 0x26, Type: "R_X86_64_PLT32", Symbol: "__x86_return_thunk", Addend: -4},
 			},
 		}},
 		Symbols: []string{"text_poke", "cmdline_proc_show", "seq_puts"},
@@ -47,21 +51,49 @@ const symtab = `ffffffff81000000 T text_poke
 ffffffff81300000 t cmdline_proc_show
 ffffffff81300030 t proc_show
 ffffffff81300100 T seq_puts
+ffffffff81300200 T seq_putc
 ffffffff81400000 t proc_show
 ffffffff82000010 D saved_command_line
 ffffffff81000100 T __fentry__
 `
+
+// runningCmdlineProcShow is cmdline_proc_show as the kernel runs it at
+// 0xffffffff81300000 with symtab's addresses: fentry NOP, ret for the
+// return thunk.
+func runningCmdlineProcShow() []byte {
+	b := append([]byte(nil), cmdlineProcShow...)
+	copy(b, []byte{0x0f, 0x1f, 0x44, 0x00, 0x00})
+	put := func(off int, target uint64) {
+		binary.LittleEndian.PutUint32(b[off:], uint32(target-(0xffffffff81300000+uint64(off)+4)))
+	}
+	put(9, 0xffffffff82000010)
+	put(0x11, 0xffffffff81300100)
+	put(0x1e, 0xffffffff81300200)
+	copy(b[0x25:], []byte{0xc3, 0xcc, 0xcc, 0xcc, 0xcc})
+	return b
+}
+
+func demoMatches(t *testing.T, m *pack.Manifest, syms *kallsyms.Table) map[string]*runpre.Match {
+	t.Helper()
+	mt, err := runpre.MatchAt(&m.Functions[0], 0xffffffff81300000, runningCmdlineProcShow(), syms, runpre.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]*runpre.Match{"cmdline_proc_show": mt}
+}
 
 func TestMakePlan(t *testing.T) {
 	syms, err := kallsyms.Parse(strings.NewReader(symtab))
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := MakePlan(demoManifest(), syms)
+	m := demoManifest()
+	m.Symbols = append(m.Symbols, "saved_command_line")
+	plan, err := MakePlan(m, syms, demoMatches(t, m, syms))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []uint64{0xffffffff81000000, 0xffffffff81300000, 0xffffffff81300100}; !slices.Equal(plan.Addrs, want) {
+	if want := []uint64{0xffffffff81000000, 0xffffffff81300000, 0xffffffff81300100, 0xffffffff82000010}; !slices.Equal(plan.Addrs, want) {
 		t.Errorf("Addrs = %x, want %x", plan.Addrs, want)
 	}
 	// saved_command_line - 4 - (cmdline_proc_show + 9) = 0xd00003
@@ -70,7 +102,7 @@ func TestMakePlan(t *testing.T) {
 		t.Errorf("Expect = % x, want % x", plan.Expect, want)
 	}
 	params := plan.Params(3, 50)
-	if params != "addrs=0xffffffff81000000,0xffffffff81300000,0xffffffff81300100 expect=53488b3503 retries=3 retry_ms=50" {
+	if params != "addrs=0xffffffff81000000,0xffffffff81300000,0xffffffff81300100,0xffffffff82000010 expect=53488b3503 retries=3 retry_ms=50" {
 		t.Errorf("Params = %q", params)
 	}
 }
@@ -87,16 +119,14 @@ func TestMakePlanRefuses(t *testing.T) {
 		want string
 	}{
 		{"missing symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "no_such_fn") }, KindSymbol, "no_such_fn is not in"},
-		{"ambiguous symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "proc_show") }, KindSymbol, "proc_show is ambiguous: 2"},
-		{"too big", func(m *pack.Manifest) {
-			m.Functions[0].Size = 0x40
-			m.Functions[0].PreCode = make([]byte, 0x40)
-		}, KindMismatch, "at most 48 bytes"},
+		{"ambiguous symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "proc_show") }, KindSymbol, "proc_show is ambiguous: 2 symbols of that name in kallsyms, and no replaced function's code refers to it"},
+		{"site inside an instruction", func(m *pack.Manifest) { m.Functions[0].SiteOffset = 7 }, KindMismatch, "patch site +0x7"},
 	}
 	for _, tt := range tests {
 		m := demoManifest()
+		matches := demoMatches(t, m, syms)
 		tt.edit(m)
-		_, err := MakePlan(m, syms)
+		_, err := MakePlan(m, syms, matches)
 		var le *Error
 		if !errors.As(err, &le) || le.Kind != tt.kind || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want %v error containing %q", tt.name, err, tt.kind, tt.want)

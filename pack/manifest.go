@@ -61,6 +61,31 @@ type Function struct {
 	PreCode []byte `json:"pre_code"`
 	// PreRelocs are the relocations of PreCode.
 	PreRelocs []Reloc `json:"pre_relocs,omitempty"`
+	// PreSites are the places in PreCode that the kernel rewrites at run
+	// time and that PreRelocs do not describe: alternatives and jump
+	// labels. Run-pre matching accepts either form there.
+	PreSites []Site `json:"pre_sites,omitempty"`
+}
+
+// Site kinds.
+const (
+	SiteAlternative = "alternative"
+	SiteJumpLabel   = "jump_label"
+)
+
+// Site is one runtime-rewritten place in a function's pre code.
+type Site struct {
+	Kind   string `json:"kind"`
+	Offset int    `json:"offset"`
+	Len    int    `json:"len"`
+	// Alternative: the replacement's code (relocation fields zero), its
+	// relocations (offsets within Code) and the CPU feature the kernel
+	// tests (cpuid word, bit 15 meaning "not").
+	Code    []byte  `json:"code,omitempty"`
+	Relocs  []Reloc `json:"relocs,omitempty"`
+	Feature uint16  `json:"feature,omitempty"`
+	// Jump label: the jump's target, an offset within the function.
+	Target int `json:"target,omitempty"`
 }
 
 // Reloc is one relocation in a function's code.

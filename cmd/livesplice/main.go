@@ -40,7 +40,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(prepareCmd(), buildCmd(), applyCmd(), listCmd(), showCmd(), undoCmd(), inspectCmd(), debugCmd())
+	root.AddCommand(prepareCmd(), buildCmd(), checkCmd(), applyCmd(), listCmd(), showCmd(), undoCmd(), inspectCmd(), debugCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "livesplice:", err)
 		os.Exit(exitCode(err))

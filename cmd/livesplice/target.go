@@ -18,6 +18,18 @@ func loaderFlags(cmd *cobra.Command, l *loader.Loader) {
 	cmd.Flags().IntVar(&l.RetryMS, "retry-ms", 0, "pause between retries in ms (default: the module's, 100)")
 }
 
+// debugFlag adds --debug, which sends the whole run-pre comparison to
+// stderr.
+func debugFlag(cmd *cobra.Command, l *loader.Loader) {
+	var debug bool
+	cmd.Flags().BoolVar(&debug, "debug", false, "print the whole comparison of the pack's code with the running code")
+	cmd.PreRun = func(*cobra.Command, []string) {
+		if debug {
+			l.Debug = os.Stderr
+		}
+	}
+}
+
 func applyCmd() *cobra.Command {
 	var l loader.Loader
 	cmd := &cobra.Command{
@@ -38,6 +50,35 @@ func applyCmd() *cobra.Command {
 		},
 	}
 	loaderFlags(cmd, &l)
+	debugFlag(cmd, &l)
+	return cmd
+}
+
+func checkCmd() *cobra.Command {
+	var l loader.Loader
+	cmd := &cobra.Command{
+		Use:   "check PACK",
+		Short: "Check that an update fits the running kernel (run-pre matching), without applying it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := pack.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := l.Check(&p.Manifest)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s fits the running kernel (code read from %s):\n", p.Manifest.ID, c.Source)
+			for i, mt := range c.Matches {
+				f := p.Manifest.Functions[i]
+				fmt.Printf("  %s at %#x: %d bytes of pack code match %d running bytes, %d references resolved\n",
+					mt.Name, mt.Addr, len(f.PreCode), mt.Len, len(mt.Derived))
+			}
+			return nil
+		},
+	}
+	debugFlag(cmd, &l)
 	return cmd
 }
 

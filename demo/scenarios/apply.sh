@@ -2,6 +2,9 @@
 step() { printf '\n@@step %s\n' "$1"; }
 step before
 cat /proc/cmdline
+step check
+livesplice check /packs/demo.tar.xz
+echo "@@rc $?"
 step apply
 livesplice apply /packs/demo.tar.xz
 echo "@@rc $?"

@@ -9,6 +9,9 @@ text
 step stale
 livesplice apply /packs/stale.tar.xz
 echo "@@rc $?"
+step stale-debug
+livesplice apply --debug /packs/stale.tar.xz 2>&1
+echo "@@rc $?"
 step wrong-kernel
 livesplice apply /packs/wrong-kernel.tar.xz
 echo "@@rc $?"

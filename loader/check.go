@@ -1,0 +1,149 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/livesplice/livesplice/kallsyms"
+	"github.com/livesplice/livesplice/kcore"
+	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/runpre"
+)
+
+// Check is what the loader decided about an update without touching the
+// kernel.
+type Check struct {
+	// Source says where the running code was read from.
+	Source string
+	// Matches are the replaced functions found in the running code, in
+	// the manifest's order.
+	Matches []*runpre.Match
+	Plan    *Plan
+}
+
+// Check proves that the pack was built for the running kernel: every
+// replaced function's pre code must match the running code (run-pre
+// matching), which also yields the addresses of the symbols the update
+// needs, and the module must be loadable here (release, build, compiler).
+// The code comparison comes first: when the pack names another kernel
+// but its code does not match either, the mismatch is what is reported.
+func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
+	identity, err := runningIdentity(m)
+	if err != nil {
+		return nil, err
+	}
+	syms, err := kallsyms.ReadFile(l.kallsymsPath())
+	if err != nil {
+		return nil, refuse(KindSymbol, m.ID, err, "cannot read the kernel's symbols")
+	}
+	mem, source, closeMem, err := l.openMemory()
+	if err != nil {
+		return nil, refuse(KindMismatch, m.ID, err, "cannot read the running kernel's code to compare it")
+	}
+	defer closeMem()
+	c := &Check{Source: source}
+	matches := map[string]*runpre.Match{}
+	for i := range m.Functions {
+		f := &m.Functions[i]
+		mt, err := runpre.Find(f, syms, mem, runpre.Options{Trace: l.Debug != nil})
+		l.debugMatch(f, source, mt, err)
+		if err != nil {
+			re := matchRefusal(m.ID, err)
+			if identity != nil {
+				re.Msg += fmt.Sprintf(" (besides, %s)", identity.Msg)
+			}
+			return nil, re
+		}
+		matches[f.Name] = mt
+		c.Matches = append(c.Matches, mt)
+	}
+	if identity != nil {
+		identity.Msg += "; the running code matches the pack's, but its module is built for that kernel and cannot be loaded here"
+		return nil, identity
+	}
+	if c.Plan, err = MakePlan(m, syms, matches); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// runningIdentity checks the pack's target against uname and
+// /proc/version; a difference is returned as a refusal, not an error.
+func runningIdentity(m *pack.Manifest) (*Error, error) {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return nil, err
+	}
+	procVersion, err := os.ReadFile("/proc/version")
+	if err != nil {
+		return nil, err
+	}
+	err = CheckKernel(m, unix.ByteSliceToString(uts.Release[:]), unix.ByteSliceToString(uts.Version[:]), string(procVersion))
+	var le *Error
+	if errors.As(err, &le) {
+		return le, nil
+	}
+	return nil, err
+}
+
+// matchRefusal classifies a run-pre matching failure.
+func matchRefusal(id string, err error) *Error {
+	var (
+		mm *runpre.Mismatch
+		am *runpre.AmbiguousError
+		le *kallsyms.LookupError
+	)
+	switch {
+	case errors.As(err, &mm):
+		return refuse(KindMismatch, id, nil, "the running code is not what the update was built from: %v", mm)
+	case errors.As(err, &am), errors.As(err, &le):
+		return refuse(KindSymbol, id, nil, "%v", err)
+	}
+	return refuse(KindMismatch, id, err, "comparing the running code")
+}
+
+// openMemory opens the running kernel's memory: /proc/kcore.
+func (l *Loader) openMemory() (runpre.Memory, string, func(), error) {
+	path := l.Kcore
+	if path == "" {
+		path = "/proc/kcore"
+	}
+	mem, err := kcore.Open(path)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return mem, path, func() { mem.Close() }, nil
+}
+
+// debugMatch writes the whole comparison of f to l.Debug.
+func (l *Loader) debugMatch(f *pack.Function, source string, mt *runpre.Match, err error) {
+	if l.Debug == nil {
+		return
+	}
+	var steps []runpre.Step
+	var mm *runpre.Mismatch
+	switch {
+	case mt != nil:
+		fmt.Fprintf(l.Debug, "%s: %d bytes of pack code matched %d bytes at %#x (%s)\n", f.Name, len(f.PreCode), mt.Len, mt.Addr, source)
+		steps = mt.Steps
+	case errors.As(err, &mm):
+		fmt.Fprintf(l.Debug, "%s: mismatch at %#x (%s)\n", f.Name, mm.Addr, source)
+		steps = mm.Steps
+	default:
+		fmt.Fprintf(l.Debug, "%s: %v\n", f.Name, err)
+	}
+	runpre.WriteSteps(l.Debug, steps)
+	if mt != nil {
+		writeDerived(l.Debug, mt)
+	}
+}
+
+func writeDerived(w io.Writer, mt *runpre.Match) {
+	for key, d := range mt.Derived {
+		fmt.Fprintf(w, "  derived %s = %#x (from +%#x)\n", key, d.Addr, d.At)
+	}
+}
