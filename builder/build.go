@@ -244,14 +244,7 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		spec.Functions = append(spec.Functions, module.Func{
 			Name: r.Name, NewSymbol: r.NewSymbol, OldSize: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset,
 		})
-		pf := pack.Function{
-			Name: r.Name, Object: obj, Size: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset, PreCode: r.PreCode,
-		}
-		pf.PreRelocs = packRelocs(r.PreRelocs)
-		for _, s := range r.PreSites {
-			pf.PreSites = append(pf.PreSites, pack.Site{Kind: s.Kind.String(), Offset: s.Offset, Len: s.Len,
-				Code: s.Code, Relocs: packRelocs(s.Relocs), Feature: s.Feature, Target: s.Target})
-		}
+		pf := PackFunction(obj, r)
 		funcs = append(funcs, pf)
 	}
 	for _, fx := range ex.Fixups {
@@ -274,6 +267,20 @@ func utsVersion(headers string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s has no UTS_VERSION", path)
+}
+
+// PackFunction is how a pack describes replacement r of object obj: its
+// pre code, relocations and runtime-rewritten sites, for run-pre matching.
+func PackFunction(obj string, r differ.Replacement) pack.Function {
+	pf := pack.Function{
+		Name: r.Name, Object: obj, Size: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset, PreCode: r.PreCode,
+		PreRelocs: packRelocs(r.PreRelocs),
+	}
+	for _, s := range r.PreSites {
+		pf.PreSites = append(pf.PreSites, pack.Site{Kind: s.Kind.String(), Offset: s.Offset, Len: s.Len,
+			Code: s.Code, Relocs: packRelocs(s.Relocs), Feature: s.Feature, Target: s.Target, TargetSymbol: s.TargetSymbol})
+	}
+	return pf
 }
 
 func packRelocs(rs []differ.Reloc) []pack.Reloc {

@@ -44,8 +44,10 @@ type Site struct {
 	Code    []byte
 	Relocs  []Reloc
 	Feature uint16
-	// JumpLabel: where the jump goes, as an offset within the function.
-	Target int
+	// JumpLabel: where the jump goes, as an offset within the function,
+	// or, when TargetSymbol is set, relative to that symbol.
+	Target       int
+	TargetSymbol string
 }
 
 // PreFunction describes function name of the pre object f the way the
@@ -115,16 +117,28 @@ func preSites(o *object, fn *elfobj.Symbol, sizes map[string]int) ([]Site, error
 		return nil, err
 	}
 	err = o.entriesOf(fn, "__jump_table", sizes, func(off, at uint64, _ []byte, relocs []elfobj.Reloc) error {
-		sec, target, ok := o.entryPointer(relocs, at+4)
-		if !ok || sec != fn.Section || target < fn.Value || target > fn.Value+fn.Size {
-			return fmt.Errorf("%s: jump label at %s+%#x jumps outside the function", o.f.Name, fn.Name, off)
-		}
 		code, _ := fn.Section.Bytes(fn.Value, fn.Size)
 		in, err := x86asm.Decode(code[off:], 64)
 		if err != nil {
 			return fmt.Errorf("%s: jump label at %s+%#x: %w", o.f.Name, fn.Name, off, err)
 		}
-		sites = append(sites, Site{Kind: SiteJumpLabel, Offset: int(off), Len: in.Len, Target: int(target - fn.Value)})
+		s := Site{Kind: SiteJumpLabel, Offset: int(off), Len: in.Len}
+		sec, target, ok := o.entryPointer(relocs, at+4)
+		switch {
+		case !ok:
+			return fmt.Errorf("%s: jump label at %s+%#x has no target relocation", o.f.Name, fn.Name, off)
+		case sec == fn.Section && target >= fn.Value && target <= fn.Value+fn.Size:
+			s.Target = int(target - fn.Value)
+		default:
+			// Into another section (a .cold part): named like a relocation.
+			for _, r := range relocs {
+				if r.Offset == at+4 {
+					t := namedRelocs(o, o.f.Section("__jump_table"), at, []elfobj.Reloc{r})[0]
+					s.TargetSymbol, s.Target = t.Symbol, int(t.Addend)
+				}
+			}
+		}
+		sites = append(sites, s)
 		return nil
 	})
 	return sites, err

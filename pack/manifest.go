@@ -84,8 +84,10 @@ type Site struct {
 	Code    []byte  `json:"code,omitempty"`
 	Relocs  []Reloc `json:"relocs,omitempty"`
 	Feature uint16  `json:"feature,omitempty"`
-	// Jump label: the jump's target, an offset within the function.
-	Target int `json:"target,omitempty"`
+	// Jump label: the jump's target, an offset within the function or,
+	// when TargetSymbol is set (a .cold part), from that symbol.
+	Target       int    `json:"target,omitempty"`
+	TargetSymbol string `json:"target_symbol,omitempty"`
 }
 
 // Reloc is one relocation in a function's code.

@@ -22,7 +22,7 @@ type Match struct {
 	// Code is the running code that was matched (Len bytes).
 	Code []byte
 	// Derived are the running addresses of the symbols the pre code
-	// references, read from the running code, by Key.
+	// references, read from the running code, by name.
 	Derived map[string]Derivation
 	// Steps is the whole comparison, when Options.Trace was set.
 	Steps []Step
@@ -41,18 +41,6 @@ type Derivation struct {
 	Symbol string // the name in the pack
 	Addr   uint64
 	At     int // pre offset of the instruction it was read from
-}
-
-// Key returns the key under which a relocation's target is derived.
-// Every named symbol is kernel-wide. A section name (merged strings,
-// anonymous data) is local to the object the function comes from, and the
-// linker merges and moves such content, so each referenced place is its
-// own target.
-func Key(object string, r pack.Reloc) string {
-	if strings.HasPrefix(r.Symbol, ".") {
-		return fmt.Sprintf("%s:%s%+d", object, r.Symbol, r.Addend)
-	}
-	return r.Symbol
 }
 
 // Step is one step of the comparison.
@@ -83,6 +71,10 @@ type matcher struct {
 	// once every instruction is mapped.
 	branches []branch
 	trace    bool
+	// derivedKeys and offKeys journal what was added to Derived and the
+	// offset map, so that a failed trial can be rolled back.
+	derivedKeys []string
+	offKeys     []int
 }
 
 type branch struct {
@@ -160,70 +152,67 @@ func (m *matcher) seq(pl, ph, ri, rh, inAlt int) (int, error) {
 			pi += pin.Len // padding; the running side skips its own below
 			continue
 		}
-		ri = m.skipNops(ri, rh, m.nopForm(pi, pin, alts))
-		if _, ok := m.out.offmap[pi]; !ok {
-			m.out.offmap[pi] = ri
-		}
-		var n, rn int
-		switch {
-		case alts != nil:
-			n, rn, err = m.alternative(pi, ri, rh)
-		case m.labels[pi].Kind != "":
-			n, rn, err = m.jumpLabel(pi, ri, rh)
-		default:
-			n, rn, err = pin.Len, 0, nil
-			if sp := m.special(pi, pin); sp != nil {
-				rn, err = sp.match(m, sp, pi, pin, ri, rh)
-			} else {
-				rn, err = m.instruction(pi, pin, ri, rh)
+		// The running code may have more NOP padding here (alignment
+		// after a shorter jump encoding): skip it one NOP at a time,
+		// as long as the item does not match.
+		for {
+			sv := m.save()
+			n, rn, err := m.item(pi, pin, alts, ri, rh)
+			if err == nil {
+				m.setOffset(pi, ri)
+				pi += n
+				ri += rn
+				break
 			}
+			m.restore(sv)
+			in, derr := decode(m.run[ri:rh])
+			if derr != nil || !isNop(in) {
+				return ri, err
+			}
+			ri += in.Len
 		}
-		if err != nil {
-			return ri, err
-		}
-		pi += n
-		ri += rn
 	}
 	return ri, nil
 }
 
-// skipNops skips the running NOPs at ri. When the next pre item may itself
-// be a NOP of reserve bytes in the running code, the last reserve bytes of
-// the NOPs are left for it.
-func (m *matcher) skipNops(ri, rh, reserve int) int {
-	bounds := []int{ri}
-	for at := ri; at < rh; {
-		in, err := decode(m.run[at:rh])
+// item matches the pre item at pi: an alternative, a static branch, a
+// special instruction or an ordinary one. It returns the bytes it took
+// on both sides.
+func (m *matcher) item(pi int, pin x86asm.Inst, alts []pack.Site, ri, rh int) (int, int, error) {
+	switch {
+	case alts != nil:
+		return m.alternative(pi, ri, rh)
+	case m.labels[pi].Kind != "":
+		return m.jumpLabel(pi, ri, rh)
+	}
+	var rn int
+	var err error
+	if sp := m.special(pi, pin); sp != nil {
+		rn, err = sp.match(m, sp, pi, pin, ri, rh)
+	} else {
+		rn, err = m.instruction(pi, pin, ri, rh)
+	}
+	return pin.Len, rn, err
+}
+
+// setOffset records that the pre instruction at pi runs at ri.
+func (m *matcher) setOffset(pi, ri int) {
+	if _, ok := m.out.offmap[pi]; !ok {
+		m.offKeys = append(m.offKeys, pi)
+	}
+	m.out.offmap[pi] = ri
+}
+
+// skipNops skips the running NOPs from ri, not past rh.
+func (m *matcher) skipNops(ri, rh int) int {
+	for ri < rh {
+		in, err := decode(m.run[ri:rh])
 		if err != nil || !isNop(in) {
 			break
 		}
-		at += in.Len
-		bounds = append(bounds, at)
+		ri += in.Len
 	}
-	end := bounds[len(bounds)-1]
-	if reserve > 0 {
-		for _, b := range bounds {
-			if end-b == reserve {
-				return b
-			}
-		}
-	}
-	return end
-}
-
-// nopForm returns the length of the pre item at pi when the kernel may
-// have turned it into NOPs, else 0.
-func (m *matcher) nopForm(pi int, pin x86asm.Inst, alts []pack.Site) int {
-	if alts != nil {
-		return alts[0].Len
-	}
-	if l := m.labels[pi]; l.Kind != "" {
-		return l.Len
-	}
-	if sp := m.special(pi, pin); sp != nil && sp.mayBeNop {
-		return pin.Len
-	}
-	return 0
+	return ri
 }
 
 // relocsIn returns the pre relocations whose field starts in [lo, hi).
@@ -335,14 +324,14 @@ func (m *matcher) derive(r pack.Reloc, addr uint64, pi, ri int) error {
 	if ignoredTarget(r.Symbol) {
 		return nil
 	}
-	key := Key(m.f.Object, r)
+	key := r.Symbol
 	if d, ok := m.out.Derived[key]; ok {
 		if d.Addr != addr {
 			return m.mismatch(pi, ri, fmt.Sprintf("%s is at %#x here, but at %#x according to the instruction at +%#x", r.Symbol, addr, d.Addr, d.At))
 		}
 		return nil
 	}
-	if m.syms != nil && key == r.Symbol && r.Symbol != m.f.Name {
+	if m.syms != nil && r.Symbol != m.f.Name {
 		if cands := m.syms.Lookup(r.Symbol); len(cands) > 0 {
 			found := false
 			for _, c := range cands {
@@ -354,13 +343,16 @@ func (m *matcher) derive(r pack.Reloc, addr uint64, pi, ri int) error {
 		}
 	}
 	m.out.Derived[key] = Derivation{Symbol: r.Symbol, Addr: addr, At: pi}
+	m.derivedKeys = append(m.derivedKeys, key)
 	return nil
 }
 
-// ignoredTarget reports symbols whose address the running code does not
-// show: the kernel rewrote the instructions that refer to them.
+// ignoredTarget reports targets whose address is not derived: symbols
+// the kernel rewrote the instructions that refer to, and section names
+// (merged strings, anonymous data), which the linker merges and moves,
+// so that each reference has its own target.
 func ignoredTarget(name string) bool {
-	return name == "__fentry__" || name == "__x86_return_thunk" || name == "pv_ops" ||
+	return strings.HasPrefix(name, ".") || name == "__fentry__" || name == "__x86_return_thunk" || name == "pv_ops" ||
 		strings.HasPrefix(name, "__x86_indirect_thunk_") || strings.HasPrefix(name, "__SCT__")
 }
 
@@ -382,7 +374,10 @@ func (m *matcher) alternative(pi, ri, rh int) (int, int, error) {
 	saved := m.save()
 	end, err := m.seq(pi, pi+n, ri, ri+n, pi)
 	if err == nil {
-		if end = m.skipNops(end, ri+n, 0); end == ri+n {
+		if end = m.skipNops(end, ri+n); end == ri+n {
+			for i := saved.steps; i < len(m.out.Steps); i++ {
+				m.out.Steps[i].Rule = "alternative original: " + m.out.Steps[i].Rule
+			}
 			return n, n, nil
 		}
 		err = m.mismatch(pi, ri, "alternative: the original is shorter than the running code")
@@ -452,7 +447,7 @@ func (m *matcher) replacement(a pack.Site, pi, ri, rh int) error {
 		k += in.Len
 		at += rin.Len
 	}
-	if m.skipNops(at, rh, 0) != rh {
+	if m.skipNops(at, rh) != rh {
 		return fmt.Errorf("not padded with NOPs")
 	}
 	return nil
@@ -477,28 +472,37 @@ func (m *matcher) jumpLabel(pi, ri, rh int) (int, int, error) {
 	if !ok || rin.Op != x86asm.JMP {
 		return 0, 0, m.mismatch(pi, ri, fmt.Sprintf("static branch: want a %d-byte NOP or jump", l.Len))
 	}
-	m.branches = append(m.branches, branch{preAt: pi, runAt: ri, preTarget: l.Target, runTarget: ri + l.Len + int(rel)})
+	runTarget := ri + l.Len + int(rel)
+	if l.TargetSymbol != "" {
+		r := pack.Reloc{Symbol: l.TargetSymbol, Addend: int64(l.Target)}
+		if err := m.derive(r, m.base+uint64(runTarget)-uint64(l.Target), pi, ri); err != nil {
+			return 0, 0, err
+		}
+	} else {
+		m.branches = append(m.branches, branch{preAt: pi, runAt: ri, preTarget: l.Target, runTarget: runTarget})
+	}
 	_, _ = m.step(pi, l.Len, ri, l.Len, "static branch (jump)")
 	return l.Len, l.Len, nil
 }
 
-// saved is matcher state an alternative's trial may change.
+// saved is how far the matcher's journals were: a trial that fails is
+// rolled back to it.
 type saved struct {
-	derived  map[string]Derivation
-	branches int
-	steps    int
+	derived, offsets, branches, steps int
 }
 
 func (m *matcher) save() saved {
-	d := make(map[string]Derivation, len(m.out.Derived))
-	for k, v := range m.out.Derived {
-		d[k] = v
-	}
-	return saved{derived: d, branches: len(m.branches), steps: len(m.out.Steps)}
+	return saved{len(m.derivedKeys), len(m.offKeys), len(m.branches), len(m.out.Steps)}
 }
 
 func (m *matcher) restore(s saved) {
-	m.out.Derived = s.derived
+	for _, k := range m.derivedKeys[s.derived:] {
+		delete(m.out.Derived, k)
+	}
+	for _, k := range m.offKeys[s.offsets:] {
+		delete(m.out.offmap, k)
+	}
+	m.derivedKeys, m.offKeys = m.derivedKeys[:s.derived], m.offKeys[:s.offsets]
 	m.branches = m.branches[:s.branches]
 	m.out.Steps = m.out.Steps[:s.steps]
 }
@@ -511,12 +515,18 @@ func featureText(f uint16) string {
 	return s
 }
 
-// decode decodes one 64-bit instruction.
+// decode decodes one 64-bit instruction. The register forms of opcode
+// 0f 01 that x86asm does not know (rdpkru, wrpkru, serialize, ...: the
+// kernel uses them) decode as a 3-byte instruction without operation,
+// which is compared byte by byte.
 func decode(b []byte) (x86asm.Inst, error) {
 	if len(b) == 0 {
 		return x86asm.Inst{}, fmt.Errorf("no bytes left")
 	}
 	in, err := x86asm.Decode(b, 64)
+	if err != nil && len(b) >= 3 && b[0] == 0x0f && b[1] == 0x01 && b[2] >= 0xc0 {
+		return x86asm.Inst{Len: 3}, nil
+	}
 	if err == nil && in.Len == 0 {
 		err = fmt.Errorf("zero-length instruction")
 	}

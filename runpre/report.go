@@ -70,7 +70,7 @@ func (m *matcher) disasmPre(pi int) ([]byte, string) {
 	if err != nil {
 		return m.pre[pi:min(pi+1, len(m.pre))], "(bad)"
 	}
-	text := x86asm.GNUSyntax(in, uint64(pi), nil)
+	text := gnu(in, m.pre[pi:], uint64(pi), nil)
 	var refs []string
 	for _, r := range m.relocsIn(pi, pi+in.Len) {
 		refs = append(refs, fmt.Sprintf("%s%+d", r.Symbol, r.Addend))
@@ -94,7 +94,16 @@ func (m *matcher) disasmRun(ri int) ([]byte, string) {
 	if err != nil {
 		return m.run[ri:min(ri+1, len(m.run))], "(bad)"
 	}
-	return m.run[ri : ri+in.Len], x86asm.GNUSyntax(in, m.base+uint64(ri), m.lookup)
+	return m.run[ri : ri+in.Len], gnu(in, m.run[ri:], m.base+uint64(ri), m.lookup)
+}
+
+// gnu prints in (decoded from b) in GNU syntax; instructions x86asm
+// does not know as bytes.
+func gnu(in x86asm.Inst, b []byte, pc uint64, lookup x86asm.SymLookup) string {
+	if in.Op == 0 {
+		return ".byte " + strings.ReplaceAll(hexBytes(b[:in.Len]), " ", ",")
+	}
+	return x86asm.GNUSyntax(in, pc, lookup)
 }
 
 // lookup names running addresses for the disassembler.
@@ -143,7 +152,7 @@ func disasm(b []byte) string {
 			parts = append(parts, "(bad)")
 			break
 		}
-		parts = append(parts, x86asm.GNUSyntax(in, 0, nil))
+		parts = append(parts, gnu(in, b, 0, nil))
 		b = b[in.Len:]
 	}
 	return strings.Join(parts, "; ")

@@ -13,7 +13,6 @@ import (
 type special struct {
 	name     string
 	symbol   string // the relocation's symbol
-	mayBeNop bool   // the kernel may turn it into NOPs
 	match    func(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (int, error)
 }
 
@@ -29,15 +28,15 @@ func (m *matcher) special(pi int, pin x86asm.Inst) *special {
 	case sym == "":
 		return nil
 	case branch && pin.Op == x86asm.CALL && sym == "__fentry__":
-		return &special{name: "fentry call", symbol: sym, mayBeNop: true, match: matchFentry}
+		return &special{name: "fentry call", symbol: sym, match: matchFentry}
 	case branch && sym == "__x86_return_thunk":
 		return &special{name: "return thunk", symbol: sym, match: matchReturn}
 	case branch && strings.HasPrefix(sym, "__x86_indirect_thunk_"):
 		return &special{name: "retpoline", symbol: sym, match: matchRetpoline}
 	case branch && strings.HasPrefix(sym, "__SCT__"):
-		return &special{name: "static call", symbol: sym, mayBeNop: pin.Op == x86asm.CALL, match: matchStaticCall}
+		return &special{name: "static call", symbol: sym, match: matchStaticCall}
 	case !branch && pin.Op == x86asm.CALL && sym == "pv_ops":
-		return &special{name: "paravirt call", symbol: sym, mayBeNop: true, match: matchParavirt}
+		return &special{name: "paravirt call", symbol: sym, match: matchParavirt}
 	}
 	return nil
 }
