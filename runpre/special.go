@@ -11,9 +11,9 @@ import (
 // by the symbol its relocation names: the fentry call, return thunk and
 // retpoline thunk branches, static calls and paravirt calls.
 type special struct {
-	name     string
-	symbol   string // the relocation's symbol
-	match    func(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (int, error)
+	name   string
+	symbol string // the relocation's symbol
+	match  func(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (int, error)
 }
 
 // special returns how the pre instruction at pi is rewritten at run time,
