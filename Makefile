@@ -1,16 +1,26 @@
 # livesplice: see README.md. Everything kernel-related targets Debian 12's
 # 6.1.0-56-amd64 kernel (source 6.1.192-2) and runs it only inside qemu.
+# The other-build test also builds for and boots the security update
+# before it, 6.1.0-53-amd64 (source 6.1.187-1).
 
 RELEASE      := 6.1.0-56-amd64
 SOURCE_VER   := 6.1.192-2
+OLD_RELEASE  := 6.1.0-53-amd64
+OLD_SOURCE_VER := 6.1.187-1
 CACHE        ?= $(HOME)/.cache/livesplice
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 GO           ?= go
 
 # The pinned Debian packages the builder and the guest need.
 APT_PACKAGES := linux-source-6.1=$(SOURCE_VER) linux-image-$(RELEASE) \
-	linux-headers-$(RELEASE) qemu-system-x86 busybox-static cpio \
+	linux-headers-$(RELEASE) linux-image-$(OLD_RELEASE) \
+	linux-headers-$(OLD_RELEASE) qemu-system-x86 busybox-static cpio \
 	bc bison flex libelf-dev libssl-dev dwarves gcc-12 patch xz-utils
+
+# linux-source-6.1 is installed in one version only (SOURCE_VER): the old
+# release's source is downloaded and unpacked into the cache instead.
+OLD_SOURCE_DIR := $(CACHE)/sources/$(OLD_SOURCE_VER)
+OLD_TARBALL    := $(OLD_SOURCE_DIR)/usr/src/linux-source-6.1.tar.xz
 
 export LIVESPLICE_CACHE := $(CACHE)
 
@@ -22,11 +32,23 @@ build:
 	$(GO) build ./...
 	$(GO) build -o bin/livesplice ./cmd/livesplice
 
-# Installs the pinned packages (once) and prepares the source tree (once,
-# cached in $(CACHE)/trees/$(RELEASE), reused afterwards).
-kernel-inputs: apt-packages
+# Installs the pinned packages (once) and prepares the source trees (once,
+# cached in $(CACHE)/trees/RELEASE, reused afterwards), one after the other.
+kernel-inputs: apt-packages $(OLD_TARBALL)
 	$(GO) run ./cmd/livesplice prepare --config /boot/config-$(RELEASE) \
 		--tarball /usr/src/linux-source-6.1.tar.xz
+	$(GO) run ./cmd/livesplice prepare --config /boot/config-$(OLD_RELEASE) \
+		--tarball $(OLD_TARBALL)
+
+# Unpacked next to, not into, the final directory, which appears whole or
+# not at all. apt-get download needs no root; a stale package list is
+# refreshed once.
+$(OLD_TARBALL): | apt-packages
+	@rm -rf $(OLD_SOURCE_DIR).tmp && mkdir -p $(OLD_SOURCE_DIR).tmp
+	cd $(OLD_SOURCE_DIR).tmp && { apt-get download -q linux-source-6.1=$(OLD_SOURCE_VER) || \
+		{ $(SUDO) apt-get update -q && apt-get download -q linux-source-6.1=$(OLD_SOURCE_VER); }; }
+	dpkg-deb -x $(OLD_SOURCE_DIR).tmp/linux-source-6.1_$(OLD_SOURCE_VER)_all.deb $(OLD_SOURCE_DIR).tmp/root
+	rm -rf $(OLD_SOURCE_DIR) && mv $(OLD_SOURCE_DIR).tmp/root $(OLD_SOURCE_DIR) && rm -rf $(OLD_SOURCE_DIR).tmp
 
 apt-packages:
 	@missing=; for p in $(APT_PACKAGES); do n=$${p%%=*}; \

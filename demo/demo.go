@@ -34,12 +34,31 @@ func Scenario(name string) (string, error) {
 	return string(b), err
 }
 
+// Kernel is a Debian kernel the demo and the tests build for and boot.
+type Kernel struct {
+	// Release is the kernel release, e.g. 6.1.0-56-amd64.
+	Release string
+	// Source names the source it was built from, as the manifest records
+	// it, e.g. "linux-source-6.1 6.1.192-2".
+	Source string
+}
+
+// The kernels the demo and the tests target: Kernel56 is the demo's;
+// Kernel53 is the security update before it, built from 6.1.187, which
+// lacks the 6.1.187 -> 6.1.190 fixes of testdata/corpus.
+var (
+	Kernel56 = Kernel{Release: "6.1.0-56-amd64", Source: "linux-source-6.1 6.1.192-2"}
+	Kernel53 = Kernel{Release: "6.1.0-53-amd64", Source: "linux-source-6.1 6.1.187-1"}
+)
+
 // Setup says where the inputs are.
 type Setup struct {
 	// Repo is the root of the livesplice repository.
 	Repo string
 	// Config is the target kernel's config, Kernel its image.
 	Config, Kernel string
+	// Source names the kernel source the tree holds, for the manifest.
+	Source string
 	// Tree is the prepared source tree.
 	Tree *builder.Tree
 	// Headers is the target's kernel headers tree.
@@ -51,11 +70,18 @@ type Setup struct {
 // DefaultSetup returns the setup for Debian's 6.1.0-56-amd64 with the
 // tree in the default cache.
 func DefaultSetup(repo, cacheDir, work string) Setup {
-	const rel = "6.1.0-56-amd64"
+	return SetupFor(repo, cacheDir, work, Kernel56)
+}
+
+// SetupFor returns the setup for Debian's kernel k as Debian installs it
+// (/boot, /usr/src), with its prepared tree in cacheDir.
+func SetupFor(repo, cacheDir, work string, k Kernel) Setup {
+	rel := k.Release
 	return Setup{
 		Repo:    repo,
 		Config:  "/boot/config-" + rel,
 		Kernel:  "/boot/vmlinuz-" + rel,
+		Source:  k.Source,
 		Tree:    &builder.Tree{Dir: cache.Tree(cacheDir, rel), Release: rel, CC: "gcc-12"},
 		Headers: "/usr/src/linux-headers-" + rel,
 		Work:    work,
@@ -104,7 +130,7 @@ func (s Setup) Pack(ctx context.Context, u Update, name string) (string, *pack.M
 		ID:          u.ID,
 		Description: u.Description,
 		Headers:     s.Headers,
-		Source:      "linux-source-6.1 6.1.192-2",
+		Source:      s.Source,
 		Out:         out,
 		WorkDir:     filepath.Join(s.Work, "build-"+u.ID),
 	})

@@ -15,14 +15,22 @@ import (
 	"github.com/livesplice/livesplice/internal/cache"
 )
 
-// newSetup checks the kernel inputs and builds the guest's livesplice.
+// newSetup checks the kernel inputs of the demo's kernel (6.1.0-56-amd64)
+// and builds the guest's livesplice.
 func newSetup(t *testing.T) (demo.Setup, string) {
+	t.Helper()
+	return newSetupFor(t, demo.Kernel56)
+}
+
+// newSetupFor checks the kernel inputs of k and builds the guest's
+// livesplice.
+func newSetupFor(t *testing.T, k demo.Kernel) (demo.Setup, string) {
 	t.Helper()
 	repo, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := demo.DefaultSetup(repo, cache.Dir(), t.TempDir())
+	s := demo.SetupFor(repo, cache.Dir(), t.TempDir(), k)
 	for _, p := range []string{s.Config, s.Kernel, s.Headers} {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("kernel input missing (run `make kernel-inputs`): %v", err)
@@ -65,11 +73,14 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("busy", func(t *testing.T) { busy(t, s, bin) })
 }
 
-func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string) map[string]string {
+// boot boots s's kernel with the packs and any extra files, runs the named
+// scenario, checks it finished without kernel problems and returns its
+// steps.
+func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string, extra ...guest.File) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 3 * time.Minute})
+	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 3 * time.Minute}, extra...)
 	if err != nil {
 		t.Fatalf("guest: %v", err)
 	}
@@ -148,12 +159,7 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 		{"wrong-kernel", 4, []string{"6.1.0-53-amd64", "6.1.0-56-amd64", "the running code matches"}},
 		{"damaged", 3, []string{"damaged.tar.xz"}},
 	})
-	if before, after := steps["text-before"], steps["text-after"]; before == "" || before != after {
-		t.Errorf("kernel text changed across the refusals:\nbefore:\n%s\nafter:\n%s", before, after)
-	}
-	if !strings.Contains(steps["modules"], "none") {
-		t.Errorf("a livesplice module stayed loaded:\n%s", steps["modules"])
-	}
+	checkUnchanged(t, steps)
 	if !strings.Contains(steps["cmdline"], demo.Secret) {
 		t.Errorf("behaviour changed after refusals: %s", steps["cmdline"])
 	}
@@ -208,5 +214,17 @@ func checkSteps(t *testing.T, steps map[string]string, wants []stepWant) {
 				t.Errorf("%s: output lacks %q:\n%s", tt.step, w, out)
 			}
 		}
+	}
+}
+
+// checkUnchanged checks that a scenario left the kernel text as it found
+// it and no livesplice module loaded.
+func checkUnchanged(t *testing.T, steps map[string]string) {
+	t.Helper()
+	if before, after := steps["text-before"], steps["text-after"]; !strings.Contains(before, "sha256:") || before != after {
+		t.Errorf("kernel text changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if !strings.Contains(steps["modules"], "none") {
+		t.Errorf("a livesplice module stayed loaded:\n%s", steps["modules"])
 	}
 }
