@@ -258,9 +258,12 @@ func (img *Image) Relocate(textAddr uint64) error {
 	if delta%align != 0 {
 		return fmt.Errorf("boot image %s: _text %#x is not a KASLR address (offset %#x from %#x is not %#x-aligned)", img.path, textAddr, delta, img.linkText, align)
 	}
+	// The kernel image mapping is KERNEL_IMAGE_SIZE (1 GiB with KASLR)
+	// from __START_KERNEL_map; the decompressor keeps the image inside it.
 	last := img.loads[len(img.loads)-1]
-	if img.kmap+last.paddr+last.filesz+delta < textAddr {
-		return fmt.Errorf("boot image %s: _text %#x puts the image past the end of the address space", img.path, textAddr)
+	linkEnd := img.kmap + last.paddr + last.filesz
+	if limit := img.kmap + 1<<30; linkEnd > limit || delta > limit-linkEnd {
+		return fmt.Errorf("boot image %s: _text %#x puts the image's end past the kernel image mapping (%#x)", img.path, textAddr, limit)
 	}
 	d := delta - img.delta
 	le := binary.LittleEndian

@@ -33,14 +33,18 @@
 // retpolines, the ftrace call at function entry (`call __fentry__` becomes
 // a 5-byte NOP), jump labels and static calls all differ between the image
 // and memory; the run-pre matcher tolerates both forms at those places. On
-// Debian's 6.1.0-56-amd64, after relocation, about 97% of the bytes of
-// _stext.._etext equal a /proc/kcore dump of the same boot, and every field
-// named by the 32-bit relocation table equals it exactly.
+// Debian's 6.1.0-56-amd64, after relocation, 96.8% and 97.8% of the bytes of
+// _stext.._etext equal /proc/kcore dumps of two qemu boots (other CPU
+// models, other KASLR offsets); counting the fentry NOPs and return thunks
+// as equal, 99.7%; the rest is alternatives, jump labels, static calls and
+// paravirt sites. Every field the relocation table names in the text
+// equals memory exactly.
 //
 // Code freed after boot (.init.text) and code patched by earlier live
 // updates are still read as they are in the image. Only bytes stored in the
 // file can be read, not .bss.
 //
-// Open holds the decompressed ELF in memory (about 62 MiB for 6.1) and
-// takes a few seconds, most of it LZMA2 decoding.
+// Open holds the decompressed ELF in memory (62 MiB for 6.1, plus 0.9 MiB
+// of resolved relocations) and takes 3 to 5 seconds, nearly all of it
+// LZMA2 decoding; Relocate takes a few milliseconds.
 package bootimage

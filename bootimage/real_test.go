@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"testing"
 )
 
@@ -43,6 +44,16 @@ func testRealImage(t *testing.T, img *Image) {
 	}
 	if got := hex.EncodeToString(id); got != wantBuildID {
 		t.Errorf("BuildID = %s, want %s", got, wantBuildID)
+	}
+	// /sys/kernel/notes is the .notes section, the image's PT_NOTE
+	// segment: the loader's comparison holds on the real notes.
+	notes := filepath.Join(t.TempDir(), "notes")
+	s := img.notes[0]
+	if err := os.WriteFile(notes, img.vmlinux[s.off:s.off+s.filesz], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if running, err := RunningBuildID(notes); err != nil || !bytes.Equal(running, id) {
+		t.Errorf("RunningBuildID of the image's notes = % x, %v; want % x", running, err, id)
 	}
 	if got := img.LinkAddr(); got != 0xffffffff81000000 {
 		t.Errorf("LinkAddr = %#x, want 0xffffffff81000000", got)
@@ -87,6 +98,7 @@ func testRealBoot(t *testing.T, img *Image, boot string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i].addr < chunks[j].addr })
 	// The link-time bytes, to see that relocation changes them.
 	if err := img.Relocate(img.LinkAddr()); err != nil {
 		t.Fatal(err)
@@ -135,8 +147,10 @@ func testRealBoot(t *testing.T, img *Image, boot string) {
 		n := 0
 		for _, off := range offs {
 			a := uint64(off) - text.off + text.paddr + img.kmap + img.delta
-			for i, c := range chunks {
-				if a < c.addr || a+uint64(widths[kind]) > c.addr+uint64(len(c.data)) {
+			// The chunk that may hold a: the last one starting at or below it.
+			if i := sort.Search(len(chunks), func(i int) bool { return chunks[i].addr > a }) - 1; i >= 0 {
+				c := chunks[i]
+				if a+uint64(widths[kind]) > c.addr+uint64(len(c.data)) {
 					continue
 				}
 				n++

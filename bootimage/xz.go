@@ -275,6 +275,8 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 		}
 	}
 
+	// The dictionary need not be larger than the block's output.
+	dictCap = min(dictCap, max(len(out), lzma.MinDictCap))
 	data := blk[hsize : uint64(hsize)+csize]
 	r, err := lzma.Reader2Config{DictCap: dictCap}.NewReader2(bytes.NewReader(data))
 	if err != nil {
