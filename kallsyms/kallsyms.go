@@ -132,13 +132,26 @@ func (e *LookupError) Error() string {
 }
 
 // At returns the vmlinux symbol that covers addr: the one at the highest
-// address not above it.
+// address not above it. Of several symbols at that address it prefers
+// one that does not mark a section's start or end (__start_*, *_end...).
 func (t *Table) At(addr uint64) (Symbol, bool) {
 	i := sort.Search(len(t.syms), func(i int) bool { return t.syms[i].Addr > addr })
-	for i--; i >= 0; i-- {
-		if t.syms[i].Module == "" {
-			return t.syms[i], true
+	var best Symbol
+	found := false
+	for i--; i >= 0 && (!found || t.syms[i].Addr == best.Addr); i-- {
+		s := t.syms[i]
+		if s.Module != "" {
+			continue
+		}
+		if !found || !marker(s.Name) {
+			best, found = s, true
 		}
 	}
-	return Symbol{}, false
+	return best, found
+}
+
+// marker reports names that mark the bounds of a section.
+func marker(name string) bool {
+	return strings.HasPrefix(name, "__start") || strings.HasPrefix(name, "__stop") ||
+		strings.HasSuffix(name, "_start") || strings.HasSuffix(name, "_end")
 }

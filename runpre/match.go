@@ -106,26 +106,35 @@ func MatchAt(f *pack.Function, addr uint64, run []byte, syms *kallsyms.Table, op
 			return nil, fmt.Errorf("function %s: unknown site kind %q at +%#x", f.Name, s.Kind, s.Offset)
 		}
 	}
-	end, err := m.seq(0, len(m.pre), 0, len(run), -1)
+	end, err := m.match()
 	if err != nil {
-		m.out.Steps = m.out.Steps[:len(m.out.Steps):len(m.out.Steps)]
 		if mm, ok := err.(*Mismatch); ok {
-			mm.Steps = m.out.Steps
+			m.describe(mm)
+			mm.Steps = m.out.Steps[:len(m.out.Steps):len(m.out.Steps)]
 		}
 		return nil, err
-	}
-	for _, b := range m.branches {
-		if got, ok := m.out.offmap[b.preTarget]; !ok || got != b.runTarget {
-			return nil, m.mismatch(b.preAt, b.runAt, fmt.Sprintf("the jump goes to +%#x in the running code, but the pack's jump target +%#x corresponds to running +%s",
-				b.runTarget, b.preTarget, offText(got, ok)))
-		}
-	}
-	if d, ok := m.out.Derived[f.Name]; ok && d.Addr != addr {
-		return nil, m.mismatch(d.At, m.out.offmap[d.At], fmt.Sprintf("the code refers to %s itself at %#x, but it runs at %#x", f.Name, d.Addr, addr))
 	}
 	m.out.Len = end
 	m.out.Code = run[:end]
 	return m.out, nil
+}
+
+// match matches the whole function and checks its internal jumps.
+func (m *matcher) match() (int, error) {
+	end, err := m.seq(0, len(m.pre), 0, len(m.run), -1)
+	if err != nil {
+		return 0, err
+	}
+	for _, b := range m.branches {
+		if got, ok := m.out.offmap[b.preTarget]; !ok || got != b.runTarget {
+			return 0, m.mismatch(b.preAt, b.runAt, fmt.Sprintf("the jump goes to +%#x in the running code, but the pack's jump target +%#x corresponds to running +%s",
+				b.runTarget, b.preTarget, offText(got, ok)))
+		}
+	}
+	if d, ok := m.out.Derived[m.f.Name]; ok && d.Addr != m.base {
+		return 0, m.mismatch(d.At, m.out.offmap[d.At], fmt.Sprintf("the code refers to %s itself at %#x, but it runs at %#x", m.f.Name, d.Addr, m.base))
+	}
+	return end, nil
 }
 
 func offText(off int, ok bool) string {

@@ -52,12 +52,16 @@ func hexBytes(b []byte) string {
 }
 
 // mismatch builds the error for the instructions at pre offset pi and
-// running offset ri.
+// running offset ri. The disassembly is added by describe, once the error
+// leaves the matcher: failed trials (NOP padding, alternatives) are cheap.
 func (m *matcher) mismatch(pi, ri int, reason string) *Mismatch {
-	e := &Mismatch{Func: m.f.Name, Addr: m.base, PreOff: pi, RunOff: ri, Reason: reason}
-	e.Pre, e.PreAsm = m.disasmPre(pi)
-	e.Run, e.RunAsm = m.disasmRun(ri)
-	return e
+	return &Mismatch{Func: m.f.Name, Addr: m.base, PreOff: pi, RunOff: ri, Reason: reason}
+}
+
+// describe adds both instructions, disassembled, to e.
+func (m *matcher) describe(e *Mismatch) {
+	e.Pre, e.PreAsm = m.disasmPre(e.PreOff)
+	e.Run, e.RunAsm = m.disasmRun(e.RunOff)
 }
 
 // disasmPre disassembles the pack's instruction at pi, naming relocation

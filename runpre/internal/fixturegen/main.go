@@ -25,15 +25,23 @@ import (
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/kallsyms"
 	"github.com/livesplice/livesplice/pack"
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // Fixture is the file format (runpre's tests read the same fields).
 type Fixture struct {
 	Source   string        `json:"source"`
 	Function pack.Function `json:"function"`
-	Addr     uint64        `json:"addr"`
-	Run      []byte        `json:"run"`
-	Kallsyms string        `json:"kallsyms"`
+	// Memory holds the running code of every kallsyms symbol of the
+	// function's name (with -all) or of the chosen one.
+	Memory   []Window `json:"memory"`
+	Kallsyms string   `json:"kallsyms"`
+}
+
+// Window is running code at an address.
+type Window struct {
+	Addr uint64 `json:"addr"`
+	Code []byte `json:"code"`
 }
 
 // sizes are Debian 6.1's entry sizes (module.EntrySizes on its headers).
@@ -44,15 +52,16 @@ func main() {
 	fn := flag.String("func", "", "function")
 	dump := flag.String("dump", "", "dump directory: kallsyms and text-STEXT")
 	index := flag.Int("candidate", 0, "which kallsyms symbol of that name")
+	all := flag.Bool("all", false, "keep the code of every kallsyms symbol of that name")
 	source := flag.String("source", "", "where the sequences come from")
 	out := flag.String("o", "", "output file")
 	flag.Parse()
-	if err := run(*obj, *fn, *dump, *index, *source, *out); err != nil {
+	if err := run(*obj, *fn, *dump, *index, *all, *source, *out); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(obj, fn, dump string, index int, source, out string) error {
+func run(obj, fn, dump string, index int, all bool, source, out string) error {
 	f, err := elfobj.Open(obj)
 	if err != nil {
 		return err
@@ -61,7 +70,7 @@ func run(obj, fn, dump string, index int, source, out string) error {
 	if err != nil {
 		return err
 	}
-	pf := builder.PackFunction(obj, r)
+	pf := builder.PackFunction(objName(obj), r)
 	names := map[string]bool{fn: true}
 	for _, x := range pf.PreRelocs {
 		names[x.Symbol] = true
@@ -80,7 +89,9 @@ func run(obj, fn, dump string, index int, source, out string) error {
 	if index >= len(cands) {
 		return fmt.Errorf("%s has %d symbols called %s", ksPath, len(cands), fn)
 	}
-	c := cands[index]
+	if !all {
+		cands = cands[index : index+1]
+	}
 	texts, _ := filepath.Glob(filepath.Join(dump, "text-*"))
 	if len(texts) != 1 {
 		return fmt.Errorf("%s: want one text-STEXT dump", dump)
@@ -93,19 +104,34 @@ func run(obj, fn, dump string, index int, source, out string) error {
 	if err != nil {
 		return err
 	}
-	n := syms.Extent(c)
-	if max := uint64(len(pf.PreCode) + 256); n == 0 || n > max {
-		n = max
+	var mem []Window
+	for _, c := range cands {
+		n := syms.Extent(c)
+		if max := uint64(len(pf.PreCode) + 256); n == 0 || n > max {
+			n = max
+		}
+		mem = append(mem, Window{Addr: c.Addr, Code: text[c.Addr-stext : c.Addr-stext+n]})
 	}
-	run := text[c.Addr-stext : c.Addr-stext+n]
+	for _, w := range mem {
+		for _, a := range branchTargets(w) {
+			if s, ok := syms.At(a); ok {
+				names[s.Name] = true
+			}
+		}
+	}
 	keep := func(s kallsyms.Symbol) bool {
-		return names[s.Name] || s.Addr >= c.Addr && s.Addr <= c.Addr+n
+		for _, w := range mem {
+			if s.Addr >= w.Addr && s.Addr <= w.Addr+uint64(len(w.Code)) {
+				return true
+			}
+		}
+		return names[s.Name]
 	}
 	lines, err := filterLines(ksPath, keep)
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(Fixture{Source: source, Function: pf, Addr: c.Addr, Run: run, Kallsyms: lines}, "", "\t")
+	b, err := json.MarshalIndent(Fixture{Source: source, Function: pf, Memory: mem, Kallsyms: lines}, "", "\t")
 	if err != nil {
 		return err
 	}
@@ -132,4 +158,33 @@ func filterLines(path string, keep func(kallsyms.Symbol) bool) (string, error) {
 		}
 	}
 	return b.String(), sc.Err()
+}
+
+// objName is obj relative to the tree it was built in: what follows the
+// last "/post/" or "/objs/" of its path, if any.
+func objName(obj string) string {
+	for _, sep := range []string{"/post/", "/objs/"} {
+		if i := strings.LastIndex(obj, sep); i >= 0 {
+			return obj[i+len(sep):]
+		}
+	}
+	return obj
+}
+
+// branchTargets returns the targets of the relative branches in w, for
+// the disassembly of the running code to name them.
+func branchTargets(w Window) []uint64 {
+	var out []uint64
+	for off := 0; off < len(w.Code); {
+		in, err := x86asm.Decode(w.Code[off:], 64)
+		if err != nil || in.Len == 0 {
+			off++
+			continue
+		}
+		if rel, ok := in.Args[0].(x86asm.Rel); ok {
+			out = append(out, w.Addr+uint64(off+in.Len)+uint64(int64(rel)))
+		}
+		off += in.Len
+	}
+	return out
 }
