@@ -74,9 +74,9 @@ func parse(path string, data []byte) (*Image, error) {
 	// The payload is the xz stream followed by the uncompressed size as a
 	// little-endian u32 (scripts/Makefile.lib, size_append).
 	size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
-	all, err := xzDecompress(payload[:len(payload)-4])
+	all, err := xzDecompress(payload[:len(payload)-4], uint64(size))
 	if err != nil {
-		return nil, fmt.Errorf("boot image %s: payload: %w", path, err)
+		return nil, fmt.Errorf("boot image %s: payload (%d bytes by its trailer): %w", path, size, err)
 	}
 	if uint64(len(all)) != uint64(size) {
 		return nil, fmt.Errorf("boot image %s: payload decompresses to %d bytes, its trailer says %d", path, len(all), size)
@@ -156,15 +156,12 @@ func newImage(path string, all []byte) (*Image, error) {
 			end = max(end, s.Offset+s.FileSize)
 		}
 	}
-	// debug/elf has checked that the section headers fit in the data.
-	if ef.Sections != nil {
-		var shoff uint64
-		var shentsize, shnum uint16
-		// e_shoff, e_shentsize and e_shnum of an ELF64 header.
-		shoff = ef.ByteOrder.Uint64(all[0x28:])
-		shentsize = ef.ByteOrder.Uint16(all[0x3A:])
-		shnum = ef.ByteOrder.Uint16(all[0x3C:])
-		end = max(end, shoff+uint64(shentsize)*uint64(shnum))
+	if len(ef.Sections) > 0 {
+		// The section header table, last in the file after objcopy -S.
+		// debug/elf does not keep e_shoff; these are its ELF64 offsets.
+		shoff := ef.ByteOrder.Uint64(all[0x28:])
+		shentsize := ef.ByteOrder.Uint16(all[0x3A:])
+		end = max(end, shoff+uint64(shentsize)*uint64(len(ef.Sections)))
 	}
 	if end > uint64(len(all)) {
 		return nil, fmt.Errorf("decompressed payload: ELF needs %d bytes, have %d", end, len(all))

@@ -37,9 +37,10 @@ type xzBlock struct {
 }
 
 // xzDecompress decompresses the single xz stream in src (nothing may
-// follow it) and returns the uncompressed bytes. It supports the filters
-// the kernel uses: LZMA2, optionally preceded by x86 BCJ.
-func xzDecompress(src []byte) ([]byte, error) {
+// follow it) and returns the uncompressed bytes, refusing to produce more
+// than limit. It supports the filters the kernel uses: LZMA2, optionally
+// preceded by x86 BCJ.
+func xzDecompress(src []byte, limit uint64) ([]byte, error) {
 	if len(src) < 24 || !bytes.Equal(src[:6], xzMagic) {
 		return nil, errors.New("not an xz stream (bad magic)")
 	}
@@ -75,8 +76,8 @@ func xzDecompress(src []byte) ([]byte, error) {
 	var total uint64
 	for _, b := range blocks {
 		total += b.uncompressed
-		if total < b.uncompressed || total > 1<<32 {
-			return nil, fmt.Errorf("xz index: uncompressed size too large (%d blocks)", len(blocks))
+		if total < b.uncompressed || total > limit {
+			return nil, fmt.Errorf("xz index: uncompressed size larger than %d bytes", limit)
 		}
 	}
 	out := make([]byte, total)
@@ -207,10 +208,10 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 		p += n
 		return v, nil
 	}
-	csize := b.unpadded - uint64(hsize) - uint64(xzCheckSize(check))
 	if b.unpadded < uint64(hsize+xzCheckSize(check)) {
 		return fmt.Errorf("unpadded size %d smaller than header and check", b.unpadded)
 	}
+	csize := b.unpadded - uint64(hsize) - uint64(xzCheckSize(check))
 	if flags&0x40 != 0 {
 		v, err := field("compressed size")
 		if err != nil {

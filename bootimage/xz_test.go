@@ -26,7 +26,7 @@ func TestXZDecompress(t *testing.T) {
 		t.Run(tc.file, func(t *testing.T) {
 			src := readTestdata(t, "xz", tc.file)
 			want := readTestdata(t, "xz", tc.want)
-			got, err := xzDecompress(src)
+			got, err := xzDecompress(src, uint64(len(want)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,7 +78,7 @@ func TestXZErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := xzDecompress(tc.src)
+			_, err := xzDecompress(tc.src, 1<<20)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
