@@ -1,3 +1,8 @@
+//go:build dumps
+
+// Built only with -tags dumps: it regenerates testdata/boots from qemu
+// dumps (see the flag below) instead of testing anything by default.
+
 package bootimage
 
 import (
