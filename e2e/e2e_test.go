@@ -78,9 +78,17 @@ func TestEndToEnd(t *testing.T) {
 // steps.
 func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string, extra ...guest.File) map[string]string {
 	t.Helper()
+	return bootWith(t, s, bin, packs, scenario, guest.Config{}, extra...)
+}
+
+// bootWith boots with cfg (CPU model, command line...) and checks that the
+// scenario finished without kernel problems.
+func bootWith(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string, cfg guest.Config, extra ...guest.File) map[string]string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	res, err := s.Boot(ctx, bin, packs, scenario, guest.Config{Timeout: 3 * time.Minute}, extra...)
+	cfg.Timeout = 3 * time.Minute
+	res, err := s.Boot(ctx, bin, packs, scenario, cfg, extra...)
 	if err != nil {
 		t.Fatalf("guest: %v", err)
 	}

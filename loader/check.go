@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/livesplice/livesplice/bootimage"
 	"github.com/livesplice/livesplice/kallsyms"
 	"github.com/livesplice/livesplice/kcore"
 	"github.com/livesplice/livesplice/pack"
@@ -40,7 +42,7 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	if err != nil {
 		return nil, refuse(KindSymbol, m.ID, err, "cannot read the kernel's symbols")
 	}
-	mem, source, closeMem, err := l.openMemory()
+	mem, source, closeMem, err := l.openMemory(syms)
 	if err != nil {
 		return nil, refuse(KindMismatch, m.ID, err, "cannot read the running kernel's code to compare it")
 	}
@@ -106,17 +108,65 @@ func matchRefusal(id string, err error) *Error {
 	return refuse(KindMismatch, id, err, "comparing the running code")
 }
 
-// openMemory opens the running kernel's memory: /proc/kcore.
-func (l *Loader) openMemory() (runpre.Memory, string, func(), error) {
+// openMemory opens the running kernel's code: /proc/kcore, or, when it
+// cannot be read (lockdown=confidentiality forbids it), the boot image
+// /boot/vmlinuz-RELEASE, once its build-id proves it is the running
+// kernel, relocated to where kallsyms says _text runs. The image holds the
+// code before the kernel's boot-time rewriting; run-pre matching accepts
+// both forms, and the helper still checks the live bytes at each patch
+// site with the CPUs stopped.
+func (l *Loader) openMemory(syms *kallsyms.Table) (runpre.Memory, string, func(), error) {
 	path := l.Kcore
 	if path == "" {
 		path = "/proc/kcore"
 	}
-	mem, err := kcore.Open(path)
-	if err != nil {
-		return nil, "", nil, err
+	mem, kerr := kcore.Open(path)
+	if kerr == nil {
+		return mem, path, func() { mem.Close() }, nil
 	}
-	return mem, path, func() { mem.Close() }, nil
+	img, source, err := l.bootImage(syms)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("%w; and the boot image cannot serve instead: %w", kerr, err)
+	}
+	return img, source, func() {}, nil
+}
+
+func (l *Loader) bootImage(syms *kallsyms.Table) (*bootimage.Image, string, error) {
+	path := l.BootImage
+	if path == "" {
+		var uts unix.Utsname
+		if err := unix.Uname(&uts); err != nil {
+			return nil, "", err
+		}
+		path = "/boot/vmlinuz-" + unix.ByteSliceToString(uts.Release[:])
+	}
+	notes := l.KernelNotes
+	if notes == "" {
+		notes = "/sys/kernel/notes"
+	}
+	running, err := bootimage.RunningBuildID(notes)
+	if err != nil {
+		return nil, "", err
+	}
+	img, err := bootimage.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := img.BuildID()
+	if err != nil {
+		return nil, "", err
+	}
+	if !bytes.Equal(id, running) {
+		return nil, "", fmt.Errorf("boot image %s has build-id %x, the running kernel %x", path, id, running)
+	}
+	text, err := syms.Unique("_text")
+	if err != nil {
+		return nil, "", err
+	}
+	if err := img.Relocate(text.Addr); err != nil {
+		return nil, "", err
+	}
+	return img, fmt.Sprintf("%s, build-id %x (/proc/kcore is not readable)", path, id), nil
 }
 
 // debugMatch writes the whole comparison of f to l.Debug.

@@ -26,6 +26,10 @@ type Loader struct {
 	SysModule string
 	// Kcore is the kernel memory image; default /proc/kcore.
 	Kcore string
+	// BootImage and KernelNotes are the boot image and the running
+	// kernel's notes the loader falls back to when Kcore cannot be read;
+	// default /boot/vmlinuz-RELEASE and /sys/kernel/notes.
+	BootImage, KernelNotes string
 	// Debug, when set, receives the whole run-pre comparison.
 	Debug io.Writer
 	// Retries and RetryMS tell the helper how often and how long to wait
