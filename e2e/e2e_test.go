@@ -13,6 +13,7 @@ import (
 	"github.com/livesplice/livesplice/demo"
 	"github.com/livesplice/livesplice/guest"
 	"github.com/livesplice/livesplice/internal/cache"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // newSetup checks the kernel inputs of the demo's kernel (6.1.0-56-amd64)
@@ -52,18 +53,26 @@ func newSetupFor(t *testing.T, k demo.Kernel) (demo.Setup, string) {
 func setup(t *testing.T) (demo.Setup, string, string) {
 	t.Helper()
 	s, bin := newSetup(t)
+	packPath, _ := buildPack(t, s, demo.Cmdline, "demo.tar.xz", "cmdline_proc_show")
+	return s, bin, packPath
+}
+
+// buildPack builds update u as WORK/name and checks that it replaces just
+// function fn.
+func buildPack(t *testing.T, s demo.Setup, u demo.Update, name, fn string) (string, *pack.Manifest) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	start := time.Now()
-	packPath, m, err := s.Pack(ctx, demo.Cmdline, "demo.tar.xz")
+	packPath, m, err := s.Pack(ctx, u, name)
 	if err != nil {
-		t.Fatalf("building the demo pack: %v", err)
+		t.Fatalf("building the %s pack: %v", u.ID, err)
 	}
 	t.Logf("built %s in %s", packPath, time.Since(start).Round(100*time.Millisecond))
-	if len(m.Functions) != 1 || m.Functions[0].Name != "cmdline_proc_show" {
-		t.Fatalf("demo pack replaces %+v, want just cmdline_proc_show", m.Functions)
+	if len(m.Functions) != 1 || m.Functions[0].Name != fn {
+		t.Fatalf("%s pack replaces %+v, want just %s", u.ID, m.Functions, fn)
 	}
-	return s, bin, packPath
+	return packPath, m
 }
 
 func TestEndToEnd(t *testing.T) {

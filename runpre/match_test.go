@@ -116,23 +116,23 @@ func TestAmbiguous(t *testing.T) {
 func TestMismatches(t *testing.T) {
 	tests := []struct {
 		name, fixture string
-		edit          func(t *testing.T, f *fixture, run []byte)
+		edit          func(t *testing.T, f testFixture, run []byte)
 		want          string
 	}{
-		{"fentry", "slab_debugfs_stop-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"fentry", "slab_debugfs_stop-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			copy(run, []byte{0xe9, 0, 0, 0, 0}) // a jmp where the fentry NOP or call is
 		}, "+0x0: pack: callq __fentry__-4 (e8 00 00 00 00); running (+0x0): jmpq"},
-		{"return thunk", "slab_debugfs_stop-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"return thunk", "slab_debugfs_stop-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[at(t, run, 0xc3)] = 0xe8 // call instead of ret
 		}, "return thunk: want a jump to a return thunk or ret; int3"},
-		{"retpoline register", "work_for_cpu_fn-nospec", func(t *testing.T, f *fixture, run []byte) {
+		{"retpoline register", "work_for_cpu_fn-nospec", func(t *testing.T, f testFixture, run []byte) {
 			run[at(t, run, 0xff)+1] = 0xd1 // call *%rcx instead of *%rax
 		}, "retpoline: want the thunk branch or an indirect call through %rax"},
-		{"alternative", "fault_in_kernel_space-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"alternative", "fault_in_kernel_space-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			s := f.Function.PreSites[0]
 			copy(run[s.Offset:], []byte{0x0f, 0x0b}) // ud2
 		}, "neither the original"},
-		{"static branch target", "exit_task_stack_account-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"static branch target", "exit_task_stack_account-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			s := f.Function.PreSites[len(f.Function.PreSites)-1]
 			if run[s.Offset] == 0xeb {
 				run[s.Offset+1]++
@@ -140,23 +140,23 @@ func TestMismatches(t *testing.T) {
 				binary.LittleEndian.PutUint32(run[s.Offset+1:], binary.LittleEndian.Uint32(run[s.Offset+1:])+1)
 			}
 		}, "the jump goes to"},
-		{"static call", "console_conditional_schedule-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"static call", "console_conditional_schedule-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[reloc(t, f, "__SCT__cond_resched")-1] = 0xe8 // a call where the tail jump is
 		}, "static call: want"},
-		{"paravirt", "pmd_install-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"paravirt", "pmd_install-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[reloc(t, f, "pv_ops")-2] = 0xcc
 		}, "paravirt call: want"},
-		{"lock prefix", "blk_set_pm_only-up", func(t *testing.T, f *fixture, run []byte) {
+		{"lock prefix", "blk_set_pm_only-up", func(t *testing.T, f testFixture, run []byte) {
 			run[at(t, run, 0x3e)] = 0x2e // cs instead of ds
 		}, "different instructions"},
-		{"short jump target", "simple_strtoul-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"short jump target", "simple_strtoul-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[1] += 2
 		}, "the pack's code refers to simple_strtoull here, the running code to"},
-		{"data reference", "cmdline_proc_show-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"data reference", "cmdline_proc_show-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			off := reloc(t, f, "saved_command_line")
 			binary.LittleEndian.PutUint32(run[off:], binary.LittleEndian.Uint32(run[off:])+8)
 		}, "the pack's code refers to saved_command_line here, the running code to"},
-		{"instruction", "cmdline_proc_show-qemu64", func(t *testing.T, f *fixture, run []byte) {
+		{"instruction", "cmdline_proc_show-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[5] = 0x51
 		}, "+0x5: pack: push %rbx (53); running (+0x5): push %rcx (51): different instructions"},
 	}
@@ -190,7 +190,7 @@ func at(t *testing.T, run []byte, b byte) int {
 }
 
 // reloc returns the offset of the field of f's relocation against sym.
-func reloc(t *testing.T, f *fixture, sym string) int {
+func reloc(t *testing.T, f testFixture, sym string) int {
 	t.Helper()
 	for _, r := range f.Function.PreRelocs {
 		if r.Symbol == sym {
@@ -205,7 +205,7 @@ func reloc(t *testing.T, f *fixture, sym string) int {
 // reports the time per KiB of pack code.
 func BenchmarkMatch(b *testing.B) {
 	names, _ := filepath.Glob("testdata/*.json")
-	var fixtures []*fixture
+	var fixtures []testFixture
 	total := 0
 	for _, n := range names {
 		f := loadFixture(b, strings.TrimSuffix(filepath.Base(n), ".json"))

@@ -24,25 +24,9 @@ import (
 	"github.com/livesplice/livesplice/differ"
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/kallsyms"
-	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/runpre/internal/fixture"
 	"golang.org/x/arch/x86/x86asm"
 )
-
-// Fixture is the file format (runpre's tests read the same fields).
-type Fixture struct {
-	Source   string        `json:"source"`
-	Function pack.Function `json:"function"`
-	// Memory holds the running code of every kallsyms symbol of the
-	// function's name (with -all) or of the chosen one.
-	Memory   []Window `json:"memory"`
-	Kallsyms string   `json:"kallsyms"`
-}
-
-// Window is running code at an address.
-type Window struct {
-	Addr uint64 `json:"addr"`
-	Code []byte `json:"code"`
-}
 
 // sizes are Debian 6.1's entry sizes (module.EntrySizes on its headers).
 var sizes = map[string]int{".altinstructions": 12, "__jump_table": 16, "alt_instr.instrlen": 10, "alt_instr.replacementlen": 11}
@@ -104,13 +88,13 @@ func run(obj, fn, dump string, index int, all bool, source, out string) error {
 	if err != nil {
 		return err
 	}
-	var mem []Window
+	var mem []fixture.Window
 	for _, c := range cands {
 		n := syms.Extent(c)
 		if max := uint64(len(pf.PreCode) + 256); n == 0 || n > max {
 			n = max
 		}
-		mem = append(mem, Window{Addr: c.Addr, Code: text[c.Addr-stext : c.Addr-stext+n]})
+		mem = append(mem, fixture.Window{Addr: c.Addr, Code: text[c.Addr-stext : c.Addr-stext+n]})
 	}
 	for _, w := range mem {
 		for _, a := range branchTargets(w) {
@@ -131,7 +115,7 @@ func run(obj, fn, dump string, index int, all bool, source, out string) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(Fixture{Source: source, Function: pf, Memory: mem, Kallsyms: lines}, "", "\t")
+	b, err := json.MarshalIndent(fixture.Fixture{Source: source, Function: pf, Memory: mem, Kallsyms: lines}, "", "\t")
 	if err != nil {
 		return err
 	}
@@ -173,7 +157,7 @@ func objName(obj string) string {
 
 // branchTargets returns the targets of the relative branches in w, for
 // the disassembly of the running code to name them.
-func branchTargets(w Window) []uint64 {
+func branchTargets(w fixture.Window) []uint64 {
 	var out []uint64
 	for off := 0; off < len(w.Code); {
 		in, err := x86asm.Decode(w.Code[off:], 64)
