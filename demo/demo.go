@@ -189,7 +189,7 @@ var rcRE = regexp.MustCompile(`(?m)^@@rc (\d+)$`)
 func KernelProblems(dmesg string) []string {
 	var bad []string
 	for _, line := range strings.Split(dmesg, "\n") {
-		if problemRE.MatchString(line) {
+		if problemRE.MatchString(line) && !advisoryRE.MatchString(line) {
 			bad = append(bad, line)
 		}
 	}
@@ -197,3 +197,8 @@ func KernelProblems(dmesg string) []string {
 }
 
 var problemRE = regexp.MustCompile(`WARNING:|BUG:|Oops|general protection|Call Trace:|kernel panic|invalid opcode`)
+
+// advisoryRE matches boot messages that say "WARNING:" without being a
+// kernel warning: under -cpu EPYC, "Speculative Return Stack Overflow:
+// WARNING: See https://... for mitigation options."
+var advisoryRE = regexp.MustCompile(`Speculative Return Stack Overflow: WARNING: See `)

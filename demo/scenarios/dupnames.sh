@@ -41,7 +41,5 @@ newns
 step modules
 grep livesplice /proc/modules || echo none
 step dmesg
-# Under -cpu EPYC the kernel prints an SRSO mitigation advisory that says
-# "WARNING:" without being a kernel warning; drop that one line.
-dmesg | grep -v 'Speculative Return Stack Overflow: WARNING: See '
+dmesg
 step end
