@@ -269,7 +269,7 @@ func meta(spec Spec) string {
 	for _, f := range spec.Functions {
 		w("\t{\n\t\t.name = %s,\n\t\t.old_index = %d,\n", cstring(f.Name), index[f.Name])
 		w("\t\t.new_name = %s,\n\t\t.new_addr = %s,\n", cstring(f.NewSymbol), objIdent[f.NewSymbol])
-		w("\t\t.old_size = %d,\n\t\t.new_size = %d,\n\t\t.site_offset = %d,\n\t},\n", f.OldSize, f.NewSize, f.SiteOffset)
+		w("\t\t.new_size = %d,\n\t\t.site_offset = %d,\n\t},\n", f.NewSize, f.SiteOffset)
 	}
 	w("};\n")
 	w("const unsigned int %snr_funcs = %d;\n\n", reservedPrefix, len(spec.Functions))

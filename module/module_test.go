@@ -178,7 +178,7 @@ func TestGenerate(t *testing.T) {
 		"module_param_array_named(addrs, __livesplice_addrs, ulong, &__livesplice_nr_addrs, 0400);",
 		"\"stop_machine_cpuslocked\",\t/* 3 */\n\t\"cmdline_proc_show\",\t/* 4 */\n\t\"saved_command_line\",\t/* 5 */\n};",
 		".name = \"cmdline_proc_show\",\n\t\t.old_index = 4,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +
-			"\t\t.old_size = 64,\n\t\t.new_size = 16,\n\t\t.site_offset = 5,",
+			"\t\t.new_size = 16,\n\t\t.site_offset = 5,",
 		".base = __livesplice_obj_1,\n\t\t.offset = 0x0UL,\n\t\t.kind = LS_RELOC_ABS64,\n\t\t.type = \"R_X86_64_64\",\n" +
 			"\t\t.target = \"saved_command_line\",\n\t\t.target_index = 5,\n\t\t.addend = 0L,",
 		".base = __livesplice_obj_0,\n\t\t.offset = 0x2UL,\n\t\t.kind = LS_RELOC_PCREL32,\n\t\t.type = \"R_X86_64_PLT32\",\n" +

@@ -24,7 +24,7 @@ type Spec struct {
 type Func struct {
 	Name       string // the running kernel's function to replace (its address is passed at load, see Generate)
 	NewSymbol  string // GLOBAL symbol defined in one of Objects: the replacement's first byte
-	OldSize    int    // bytes of the old function (for the stack check)
+	OldSize    int    // bytes of the old function as built (validation; the helper checks the stack against the running symbol's size)
 	NewSize    int    // bytes of the replacement (for the stack check on undo)
 	SiteOffset int    // where the 5-byte jmp goes in the old function: 5 (after the fentry site) or 0
 }

@@ -60,6 +60,7 @@ typedef int (*ls_stop_fn)(cpu_stop_fn_t fn, void *data,
 /* Per function: the patch site and its bytes. */
 struct ls_site {
 	unsigned long old;		/* old function */
+	unsigned long size;		/* its size in the running kernel */
 	unsigned long site;		/* old + site_offset */
 	u8 expect[LS_JMP_LEN];		/* what the loader expects there */
 	u8 orig[LS_JMP_LEN];		/* what was there at apply */
@@ -114,7 +115,7 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		f = &__livesplice_funcs[i];
-		if (ls_inside(addr, ls.sites[i].old, f->old_size))
+		if (ls_inside(addr, ls.sites[i].old, ls.sites[i].size))
 			return true;
 		if (undo && ls_inside(addr, (unsigned long)f->new_addr,
 				      f->new_size))
@@ -556,9 +557,15 @@ static int ls_init_sites(const unsigned long *sizes)
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		f = &__livesplice_funcs[i];
 		s = &ls.sites[i];
-		if (f->old_size > sizes[f->old_index]) {
-			pr_err("%s: old size %lu is larger than the kernel's symbol (%lu)\n",
-			       f->name, f->old_size, sizes[f->old_index]);
+		/*
+		 * The running function may be shorter or longer than the pack's
+		 * pre code (jump encodings, padding; the loader matched them):
+		 * the stack check covers the kernel's own symbol.
+		 */
+		s->size = sizes[f->old_index];
+		if (f->site_offset + LS_JMP_LEN > s->size) {
+			pr_err("%s: site +%u does not fit the kernel's symbol (%lu bytes)\n",
+			       f->name, f->site_offset, s->size);
 			return -EINVAL;
 		}
 		s->old = __livesplice_addrs[f->old_index];

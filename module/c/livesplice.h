@@ -32,8 +32,7 @@ struct ls_func {
 	unsigned int old_index;		/* its index in __livesplice_addrs */
 	const char *new_name;		/* symbol of the replacement */
 	void *new_addr;			/* the replacement's first byte */
-	unsigned long old_size;
-	unsigned long new_size;
+	unsigned long new_size;		/* bytes of the replacement */
 	unsigned int site_offset;	/* where the jmp goes in the old function */
 };
 
