@@ -110,12 +110,12 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Name:        ModuleName(o.ID),
 		Description: o.Description,
 	}
-	var funcs []pack.Function
+	var funcs, anchors []pack.Function
 	var refused []string
 	for i, obj := range objects {
 		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
 		xopts.Prefix = fmt.Sprintf("ls%d_", i)
-		fs, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
+		fs, as, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
 		var re *RefusedError
 		if errors.As(err, &re) {
 			refused = append(refused, re.Refusals...)
@@ -125,6 +125,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 			return nil, err
 		}
 		funcs = append(funcs, fs...)
+		anchors = append(anchors, as...)
 	}
 	if len(refused) > 0 {
 		return nil, &RefusedError{Patch: o.Patch, Refusals: refused}
@@ -153,6 +154,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Module:      spec.Name + ".ko",
 		ModuleName:  spec.Name,
 		Functions:   funcs,
+		Anchors:     anchors,
 		Symbols:     symbols,
 	}
 	if err := pack.Write(o.Out, m, map[string][]byte{m.Module: koData}); err != nil {
@@ -195,33 +197,34 @@ func builtIn(tree, obj string) error {
 }
 
 // extract diffs one object and writes its replacement code to out, adding
-// what the module needs to spec.
-func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) ([]pack.Function, error) {
+// what the module needs to spec. It returns the replaced functions and the
+// anchors, as the pack describes them.
+func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) (funcs, anchors []pack.Function, err error) {
 	pre, err := elfobj.Open(prePath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	post, err := elfobj.Open(postPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cs, err := differ.Diff(pre, post)
 	if err != nil {
-		return nil, fmt.Errorf("object %s: %w", obj, err)
+		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
 	}
 	if len(cs.Refused) > 0 {
 		re := &RefusedError{}
 		for _, r := range cs.Refused {
 			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
 		}
-		return nil, re
+		return nil, nil, re
 	}
 	if len(cs.Changed) == 0 && len(cs.Added) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	f, err := os.Create(out)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ex, err := differ.ExtractWith(cs, pre, post, xopts, f)
 	if cerr := f.Close(); err == nil {
@@ -233,24 +236,25 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		for _, r := range dre.Refused {
 			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
 		}
-		return nil, re
+		return nil, nil, re
 	}
 	if err != nil {
-		return nil, fmt.Errorf("object %s: %w", obj, err)
+		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
 	}
 	spec.Objects = append(spec.Objects, out)
-	var funcs []pack.Function
 	for _, r := range ex.Functions {
 		spec.Functions = append(spec.Functions, module.Func{
 			Name: r.Name, NewSymbol: r.NewSymbol, OldSize: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset,
 		})
-		pf := PackFunction(obj, r)
-		funcs = append(funcs, pf)
+		funcs = append(funcs, PackFunction(obj, r))
+	}
+	for _, r := range ex.Anchors {
+		anchors = append(anchors, PackFunction(obj, r))
 	}
 	for _, fx := range ex.Fixups {
 		spec.Relocs = append(spec.Relocs, module.Reloc{Symbol: fx.Symbol, Offset: fx.Offset, Type: fx.Type, Target: fx.Target, Addend: fx.Addend})
 	}
-	return funcs, nil
+	return funcs, anchors, nil
 }
 
 // utsVersion returns UTS_VERSION from a headers tree: what `uname -v`

@@ -263,3 +263,30 @@ func TestSiteChecks(t *testing.T) {
 		t.Errorf("Extract(changeset with refusals) = %v, want RefusedError", err)
 	}
 }
+
+// TestAnchors: the new code of user calls the static scale and reads the
+// static hits, which the pre code of user does not refer to; scale's own
+// code locates both (it reads hits), so it is the one anchor.
+func TestAnchors(t *testing.T) {
+	const src = `
+static int hits;
+static int misses;
+__attribute__((noinline)) static int scale(int x) { return x * 3 + hits; }
+int count(int x) { hits += x; misses -= x; return hits; }
+int caller(int x) { return scale(x); }
+`
+	pre := build(t, "pre", src+"int user(int x) { return x + 1; }\n")
+	post := build(t, "post", src+"int user(int x) { return scale(x) + hits + misses; }\n")
+	x, _ := extract(t, pre, post)
+	var got []string
+	for _, a := range x.Anchors {
+		got = append(got, a.Name)
+		if len(a.PreCode) != a.PreSize || len(a.PreRelocs) == 0 {
+			t.Errorf("anchor %s: %d bytes of code for size %d, %d relocations", a.Name, len(a.PreCode), a.PreSize, len(a.PreRelocs))
+		}
+	}
+	// scale anchors itself and hits; misses needs count.
+	if strings.Join(got, ",") != "scale,count" {
+		t.Errorf("Anchors = %q, want scale,count", got)
+	}
+}

@@ -20,6 +20,9 @@ type Extraction struct {
 	Linked []Fixup
 	// Entries counts the special-section entries carried, by section.
 	Entries map[string]int
+	// Anchors are pre functions the update does not replace, whose code
+	// locates statics only the replacement refers to (anchors.go).
+	Anchors []Replacement
 }
 
 // ExtractOptions configure ExtractWith.
@@ -230,6 +233,11 @@ func ExtractWith(cs *Changeset, pre, post *elfobj.File, opts ExtractOptions, w i
 	if err := x.plan(cs); err != nil {
 		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
 	}
+	anchors, err := x.anchors()
+	if err != nil {
+		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
+	}
+	x.out.Anchors = anchors
 	if err := x.write(w); err != nil {
 		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, err)
 	}

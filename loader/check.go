@@ -22,9 +22,9 @@ type Check struct {
 	// Source says where the running code was read from.
 	Source string
 	// Matches are the replaced functions found in the running code, in
-	// the manifest's order.
-	Matches []*runpre.Match
-	Plan    *Plan
+	// the manifest's order; Anchors the manifest's anchors.
+	Matches, Anchors []*runpre.Match
+	Plan             *Plan
 }
 
 // Check proves that the pack was built for the running kernel: every
@@ -48,26 +48,34 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	}
 	defer closeMem()
 	c := &Check{Source: source}
-	matches := map[string]*runpre.Match{}
-	for i := range m.Functions {
-		f := &m.Functions[i]
-		mt, err := runpre.Find(f, syms, mem, runpre.Options{Trace: l.Debug != nil})
-		l.debugMatch(f, source, mt, err)
-		if err != nil {
-			re := matchRefusal(m.ID, err)
-			if identity != nil {
-				re.Msg += fmt.Sprintf(" (besides, %s)", identity.Msg)
+	opts := runpre.Options{Trace: l.Debug != nil}
+	for _, group := range []struct {
+		what string
+		fs   []pack.Function
+		out  *[]*runpre.Match
+	}{{"function", m.Functions, &c.Matches}, {"anchor", m.Anchors, &c.Anchors}} {
+		for i := range group.fs {
+			f := &group.fs[i]
+			mt, err := runpre.Find(f, syms, mem, opts)
+			l.debugMatch(group.what, f, source, mt, err)
+			if err != nil {
+				re := matchRefusal(m.ID, err)
+				if group.what == "anchor" {
+					re.Msg = fmt.Sprintf("%s (%s is not replaced; its code locates statics the update uses)", re.Msg, f.Name)
+				}
+				if identity != nil {
+					re.Msg += fmt.Sprintf(" (besides, %s)", identity.Msg)
+				}
+				return nil, re
 			}
-			return nil, re
+			*group.out = append(*group.out, mt)
 		}
-		matches[f.Name] = mt
-		c.Matches = append(c.Matches, mt)
 	}
 	if identity != nil {
 		identity.Msg += "; the running code matches the pack's, but its module is built for that kernel and cannot be loaded here"
 		return nil, identity
 	}
-	if c.Plan, err = MakePlan(m, syms, matches); err != nil {
+	if c.Plan, err = MakePlan(m, syms, append(append([]*runpre.Match(nil), c.Matches...), c.Anchors...)); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -169,8 +177,9 @@ func (l *Loader) bootImage(syms *kallsyms.Table) (*bootimage.Image, string, erro
 	return img, fmt.Sprintf("%s, build-id %x (/proc/kcore is not readable)", path, id), nil
 }
 
-// debugMatch writes the whole comparison of f to l.Debug.
-func (l *Loader) debugMatch(f *pack.Function, source string, mt *runpre.Match, err error) {
+// debugMatch writes the whole comparison of f (a function or an anchor,
+// says what) to l.Debug.
+func (l *Loader) debugMatch(what string, f *pack.Function, source string, mt *runpre.Match, err error) {
 	if l.Debug == nil {
 		return
 	}
@@ -178,13 +187,13 @@ func (l *Loader) debugMatch(f *pack.Function, source string, mt *runpre.Match, e
 	var mm *runpre.Mismatch
 	switch {
 	case mt != nil:
-		fmt.Fprintf(l.Debug, "%s: %d bytes of pack code matched %d bytes at %#x (%s)\n", f.Name, len(f.PreCode), mt.Len, mt.Addr, source)
+		fmt.Fprintf(l.Debug, "%s %s: %d bytes of pack code matched %d bytes at %#x (%s)\n", what, f.Name, len(f.PreCode), mt.Len, mt.Addr, source)
 		steps = mt.Steps
 	case errors.As(err, &mm):
-		fmt.Fprintf(l.Debug, "%s: mismatch at %#x (%s)\n", f.Name, mm.Addr, source)
+		fmt.Fprintf(l.Debug, "%s %s: mismatch at %#x (%s)\n", what, f.Name, mm.Addr, source)
 		steps = mm.Steps
 	default:
-		fmt.Fprintf(l.Debug, "%s: %v\n", f.Name, err)
+		fmt.Fprintf(l.Debug, "%s %s: %v\n", what, f.Name, err)
 	}
 	runpre.WriteSteps(l.Debug, steps)
 	if mt != nil {

@@ -80,24 +80,27 @@ func (p *Plan) Params(retries, retryMS int) string {
 }
 
 // MakePlan gives every symbol of the manifest its running address: a
-// replaced function's from its match, a symbol the pre code refers to from
-// the running code (all matches must agree), any other from kallsyms,
-// where its name must be unique. The bytes expected at each patch site are
-// the running bytes that matched.
-func MakePlan(m *pack.Manifest, syms *kallsyms.Table, matches map[string]*runpre.Match) (*Plan, error) {
+// matched function's (replaced or anchor) from its match, a symbol the
+// matched code refers to from the running code (all matches must agree),
+// any other from kallsyms, where its name must be unique. The bytes
+// expected at each patch site are the running bytes that matched.
+func MakePlan(m *pack.Manifest, syms *kallsyms.Table, found []*runpre.Match) (*Plan, error) {
+	matches := map[string]*runpre.Match{}
 	derived := map[string]runpre.Derivation{}
 	from := map[string]string{}
-	for _, f := range m.Functions {
-		mt := matches[f.Name]
-		if mt == nil {
-			return nil, refuse(KindMismatch, m.ID, nil, "function %s was not matched", f.Name)
-		}
+	for _, mt := range found {
+		matches[mt.Name] = mt
 		for key, d := range mt.Derived {
 			if prev, ok := derived[key]; ok && prev.Addr != d.Addr {
 				return nil, refuse(KindSymbol, m.ID, nil, "%s is at %#x according to the running code of %s, at %#x according to %s: two symbols of that name, and the update needs both",
-					d.Symbol, prev.Addr, from[key], d.Addr, f.Name)
+					d.Symbol, prev.Addr, from[key], d.Addr, mt.Name)
 			}
-			derived[key], from[key] = d, f.Name
+			derived[key], from[key] = d, mt.Name
+		}
+	}
+	for _, f := range m.Functions {
+		if matches[f.Name] == nil {
+			return nil, refuse(KindMismatch, m.ID, nil, "function %s was not matched", f.Name)
 		}
 	}
 	p := &Plan{}

@@ -73,13 +73,13 @@ func runningCmdlineProcShow() []byte {
 	return b
 }
 
-func demoMatches(t *testing.T, m *pack.Manifest, syms *kallsyms.Table) map[string]*runpre.Match {
+func demoMatches(t *testing.T, m *pack.Manifest, syms *kallsyms.Table) []*runpre.Match {
 	t.Helper()
 	mt, err := runpre.MatchAt(&m.Functions[0], 0xffffffff81300000, runningCmdlineProcShow(), syms, runpre.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]*runpre.Match{"cmdline_proc_show": mt}
+	return []*runpre.Match{mt}
 }
 
 func TestMakePlan(t *testing.T) {
@@ -200,5 +200,42 @@ func TestCheckKernel(t *testing.T) {
 		if !errors.As(err, &le) || le.Kind != KindKernel || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want a wrong-kernel refusal containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestMakePlanAnchor: "hidden" has two symbols in kallsyms and only the
+// replacement refers to it; the anchor proc_show's running code tells
+// which one, and without the anchor the plan is refused.
+func TestMakePlanAnchor(t *testing.T) {
+	const tab = symtab + "ffffffff82000100 d hidden\nffffffff82000200 d hidden\n"
+	syms, err := kallsyms.Parse(strings.NewReader(tab))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := demoManifest()
+	m.Symbols = append(m.Symbols, "hidden")
+	anchor := pack.Function{
+		Name: "proc_show", Size: 13,
+		PreCode:   []byte{0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3}, // call __fentry__; mov hidden(%rip),%rax; ret
+		PreRelocs: []pack.Reloc{{Offset: 1, Type: "R_X86_64_PLT32", Symbol: "__fentry__", Addend: -4}, {Offset: 8, Type: "R_X86_64_PC32", Symbol: "hidden", Addend: -4}},
+	}
+	// proc_show at 0xffffffff81400000 reads the second hidden.
+	run := []byte{0x0f, 0x1f, 0x44, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3}
+	binary.LittleEndian.PutUint32(run[8:], uint32(0xffffffff82000200-(0xffffffff81400000+8+4)))
+	am, err := runpre.MatchAt(&anchor, 0xffffffff81400000, run, syms, runpre.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := MakePlan(m, syms, append(demoMatches(t, m, syms), am))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Addrs[len(plan.Addrs)-1]; got != 0xffffffff82000200 {
+		t.Errorf("hidden = %#x, want the anchor's 0xffffffff82000200", got)
+	}
+	_, err = MakePlan(m, syms, demoMatches(t, m, syms))
+	var le *Error
+	if !errors.As(err, &le) || le.Kind != KindSymbol || !strings.Contains(err.Error(), "hidden is ambiguous") {
+		t.Errorf("without the anchor: %v, want an ambiguity refusal", err)
 	}
 }

@@ -20,6 +20,10 @@ type Manifest struct {
 	ModuleName string `json:"module_name"`
 	// Functions are the kernel functions the update replaces.
 	Functions []Function `json:"functions"`
+	// Anchors are kernel functions the update does not replace, carried
+	// for run-pre matching: their code locates statics only the
+	// replacement refers to. Only the pre fields are set.
+	Anchors []Function `json:"anchors,omitempty"`
 	// Symbols are the kernel symbols whose addresses the loader passes to
 	// the module, in the order the module expects them (its "addrs"
 	// parameter). The module checks each one against kallsyms' name for

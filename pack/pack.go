@@ -196,6 +196,11 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("%s: function %d (%q) is incomplete or inconsistent", ManifestName, i, f.Name)
 		}
 	}
+	for i, f := range m.Anchors {
+		if f.Name == "" || f.Size <= 0 || len(f.PreCode) != f.Size {
+			return fmt.Errorf("%s: anchor %d (%q) is incomplete or inconsistent", ManifestName, i, f.Name)
+		}
+	}
 	return nil
 }
 

@@ -25,6 +25,7 @@ type packView struct {
 	Module      string         `json:"module"`
 	ModuleName  string         `json:"module_name"`
 	Functions   []packFunction `json:"functions"`
+	Anchors     []packFunction `json:"anchors,omitempty"`
 	Symbols     []string       `json:"symbols"`
 }
 
@@ -124,11 +125,15 @@ func inspectPack(name string) (*packView, error) {
 	if v.Symbols == nil {
 		v.Symbols = []string{}
 	}
+	view := func(f pack.Function) packFunction {
+		return packFunction{Name: f.Name, Object: f.Object, Size: f.Size, NewSize: f.NewSize,
+			SiteOffset: f.SiteOffset, PreRelocs: len(f.PreRelocs)}
+	}
 	for _, f := range m.Functions {
-		v.Functions = append(v.Functions, packFunction{
-			Name: f.Name, Object: f.Object, Size: f.Size, NewSize: f.NewSize,
-			SiteOffset: f.SiteOffset, PreRelocs: len(f.PreRelocs),
-		})
+		v.Functions = append(v.Functions, view(f))
+	}
+	for _, f := range m.Anchors {
+		v.Anchors = append(v.Anchors, view(f))
 	}
 	return v, nil
 }
@@ -158,6 +163,12 @@ func (v *packView) print(out io.Writer) error {
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	if len(v.Anchors) > 0 {
+		fmt.Fprintf(out, "anchors (not replaced; their code locates statics only the update uses) (%d):\n", len(v.Anchors))
+		for _, f := range v.Anchors {
+			fmt.Fprintf(out, "  %s\t%s\t%d bytes\t%d relocations\n", f.Name, f.Object, f.Size, f.PreRelocs)
+		}
 	}
 	fmt.Fprintf(out, "symbols needed (%d):\n", len(v.Symbols))
 	for _, s := range v.Symbols {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/livesplice/livesplice/loader"
 	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/runpre"
 )
 
 func loaderFlags(cmd *cobra.Command, l *loader.Loader) {
@@ -70,11 +71,14 @@ func checkCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("%s fits the running kernel (code read from %s):\n", p.Manifest.ID, c.Source)
-			for i, mt := range c.Matches {
-				f := p.Manifest.Functions[i]
-				fmt.Printf("  %s at %#x: %d bytes of pack code match %d running bytes, %d references resolved\n",
-					mt.Name, mt.Addr, len(f.PreCode), mt.Len, len(mt.Derived))
+			show := func(what string, fs []pack.Function, ms []*runpre.Match) {
+				for i, mt := range ms {
+					fmt.Printf("  %s%s at %#x: %d bytes of pack code match %d running bytes, %d references resolved\n",
+						what, mt.Name, mt.Addr, len(fs[i].PreCode), mt.Len, len(mt.Derived))
+				}
 			}
+			show("", p.Manifest.Functions, c.Matches)
+			show("anchor ", p.Manifest.Anchors, c.Anchors)
 			return nil
 		},
 	}
