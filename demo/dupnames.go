@@ -18,3 +18,14 @@ const (
 	DupNamesFunc = "set_is_seen"
 	DupNamesVar  = "set_root"
 )
+
+// DupFunc replaces proc_single_open of fs/proc/base.c, a static whose name
+// fs/proc/generic.c uses too: kallsyms lists it twice, and the loader
+// locates base.c's by its code (exactly one candidate matches). The fix
+// makes a kernel thread's /proc/PID/limits (and its other single-show
+// files) fail to open with EPERM.
+var DupFunc = Update{"dup-func", "testdata/demo/proc-single-open-kthreads.patch",
+	"proc: kernel threads have no per-task single files to show"}
+
+// DupFuncName is the replaced function whose own name is duplicated.
+const DupFuncName = "proc_single_open"

@@ -33,7 +33,9 @@ var dupNamesCPUs = []struct{ cpu, model string }{
 // has more than once (set_is_seen, set_root): run-pre matching must find
 // them through the running code. It runs on the same kernel under two CPU
 // models whose alternatives differ. A new IPC namespace shows the fix,
-// and its own sysctls show the addresses were the right ones.
+// and its own sysctls show the addresses were the right ones. A second
+// update replaces proc_single_open, whose own name kallsyms has twice
+// (fs/proc/base.c, fs/proc/generic.c): exactly base.c's copy must match.
 func TestDupNames(t *testing.T) {
 	s, bin := newSetup(t)
 	packPath, m := buildPack(t, s, demo.DupNames, "dupnames.tar.xz", "setup_mq_sysctls")
@@ -42,7 +44,8 @@ func TestDupNames(t *testing.T) {
 			t.Fatalf("the pack does not need %s: symbols %v", name, m.Symbols)
 		}
 	}
-	packs := map[string]string{"dupnames.tar.xz": packPath}
+	funcPack, _ := buildPack(t, s, demo.DupFunc, "dupfunc.tar.xz", demo.DupFuncName)
+	packs := map[string]string{"dupnames.tar.xz": packPath, "dupfunc.tar.xz": funcPack}
 	for _, c := range dupNamesCPUs {
 		t.Run(c.cpu, func(t *testing.T) {
 			steps := bootWith(t, s, bin, packs, "dupnames", guest.Config{CPU: c.cpu})
@@ -57,7 +60,7 @@ func checkDupNames(t *testing.T, steps map[string]string, model string) {
 		t.Errorf("the guest's CPU is not %q: %s", model, steps["cpu"])
 	}
 	// The precondition, on the running kernel: both names are duplicated.
-	for _, name := range []string{demo.DupNamesFunc, demo.DupNamesVar} {
+	for _, name := range []string{demo.DupNamesFunc, demo.DupNamesVar, demo.DupFuncName} {
 		n, err := kallsymsCount(steps["dups"], name)
 		if err != nil || n < 2 {
 			t.Errorf("%s is not duplicated in /proc/kallsyms (%v):\n%s", name, err, steps["dups"])
@@ -92,6 +95,16 @@ func checkDupNames(t *testing.T, steps map[string]string, model string) {
 	if steps["undone"] != dupNamesOriginal {
 		t.Errorf("after undo: got\n%s\nwant\n%s", steps["undone"], dupNamesOriginal)
 	}
+	// The replaced function's own name is duplicated: base.c's copy is the
+	// one found, and kthreadd's limits close while it is applied.
+	checkSteps(t, steps, []stepWant{
+		{"limits-before", 0, nil},
+		{"apply-func", 0, []string{"applied " + demo.DupFunc.ID, demo.DupFuncName}},
+		{"limits-after", 1, []string{"Operation not permitted"}},
+		{"limits-self", 0, []string{"Limit"}},
+		{"undo-func", 0, []string{"undone " + demo.DupFunc.ID}},
+		{"limits-undone", 0, nil},
+	})
 }
 
 // kallsymsCount reads "NAME COUNT" from the scenario's dups step.

@@ -3,6 +3,8 @@
 # sysctl core. A new IPC namespace shows which code ran and whether those
 # two were found: its own queues_max (capped at the creator's by the fix),
 # and a write that stays inside it.
+# Then the dup-func update: proc_single_open, itself a duplicated name,
+# replaced so that kthreadd's (pid 2) /proc/2/limits cannot be opened.
 step() { printf '\n@@step %s\n' "$1"; }
 q=/proc/sys/fs/mqueue/queues_max
 newns() {
@@ -12,7 +14,7 @@ newns() {
 step cpu
 grep -m1 'model name' /proc/cpuinfo
 step dups
-for name in set_is_seen set_root; do
+for name in set_is_seen set_root proc_single_open; do
 	echo "$name $(grep -c " $name\$" /proc/kallsyms)"
 done
 step kallsyms
@@ -38,6 +40,24 @@ livesplice undo dup-names
 echo "@@rc $?"
 step undone
 newns
+step limits-before
+cat /proc/2/limits > /dev/null
+echo "@@rc $?"
+step apply-func
+livesplice apply /packs/dupfunc.tar.xz
+echo "@@rc $?"
+step limits-after
+cat /proc/2/limits
+echo "@@rc $?"
+step limits-self
+head -1 /proc/self/limits
+echo "@@rc $?"
+step undo-func
+livesplice undo dup-func
+echo "@@rc $?"
+step limits-undone
+cat /proc/2/limits > /dev/null
+echo "@@rc $?"
 step modules
 grep livesplice /proc/modules || echo none
 step dmesg
