@@ -125,6 +125,11 @@ func TestMismatches(t *testing.T) {
 		{"return thunk", "slab_debugfs_stop-qemu64", func(t *testing.T, f testFixture, run []byte) {
 			run[at(t, run, 0xc3)] = 0xe8 // call instead of ret
 		}, "return thunk: want a jump to a return thunk or ret; int3"},
+		{"return thunk target", "slab_debugfs_stop-epyc", func(t *testing.T, f testFixture, run []byte) {
+			// jump to the function's own start instead of srso_return_thunk
+			off := at(t, run, 0xe9)
+			binary.LittleEndian.PutUint32(run[off+1:], uint32(-(off + 5)))
+		}, "return thunk: want a jump to a return thunk, not to slab_debugfs_stop"},
 		{"retpoline register", "work_for_cpu_fn-nospec", func(t *testing.T, f testFixture, run []byte) {
 			run[at(t, run, 0xff)+1] = 0xd1 // call *%rcx instead of *%rax
 		}, "retpoline: want the thunk branch or an indirect call through %rax"},

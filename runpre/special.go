@@ -102,8 +102,9 @@ func matchFentry(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (
 	return 0, m.reject(sp, pi, ri, "a NOP or a call of the same length")
 }
 
-// matchReturn: the thunk jump (to whichever return thunk the CPU needs),
-// or "ret" padded with int3.
+// matchReturn: the thunk jump (to whichever return thunk the CPU needs:
+// with kallsyms, a symbol whose name says return_thunk), or "ret" padded
+// with int3.
 func matchReturn(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (int, error) {
 	w, err := m.window(pi, pin, ri, rh)
 	if err != nil {
@@ -111,6 +112,9 @@ func matchReturn(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int) (
 	}
 	switch {
 	case sameBranch(pin, w):
+		if name, _ := m.lookup(m.branchAddr(ri, w)); m.syms != nil && !strings.Contains(name, "return_thunk") {
+			return 0, m.reject(sp, pi, ri, "a jump to a return thunk, not to "+m.branchTarget(ri, w))
+		}
 		return m.accept(sp, pi, pin, ri, "jump to "+m.branchTarget(ri, w))
 	case pin.Op == x86asm.JMP && w[0] == 0xc3 && fill(w[1:], 0xcc):
 		return m.accept(sp, pi, pin, ri, "ret")
@@ -209,13 +213,21 @@ func matchParavirt(m *matcher, sp *special, pi int, pin x86asm.Inst, ri, rh int)
 	return 0, m.reject(sp, pi, ri, "the pv_ops call, a direct call padded with NOPs, NOPs or ud2")
 }
 
-// branchTarget names the target of the branch at the start of w, which is
-// at running offset ri.
-func (m *matcher) branchTarget(ri int, w []byte) string {
+// branchAddr returns the target of the branch at the start of w, which is
+// at running offset ri (0 if it is not a relative branch).
+func (m *matcher) branchAddr(ri int, w []byte) uint64 {
 	in, err := decode(w)
 	rel, ok := relTarget(in)
 	if err != nil || !ok {
-		return "?"
+		return 0
 	}
-	return m.symbolize(m.base + uint64(ri+in.Len) + uint64(rel))
+	return m.base + uint64(ri+in.Len) + uint64(rel)
+}
+
+// branchTarget names the target of the branch at the start of w.
+func (m *matcher) branchTarget(ri int, w []byte) string {
+	if a := m.branchAddr(ri, w); a != 0 {
+		return m.symbolize(a)
+	}
+	return "?"
 }
