@@ -16,7 +16,7 @@ import (
 
 // -dumps names a directory holding a subdirectory per boot in boots, each
 // with the guest's /proc/kallsyms as kallsyms and its _stext.._etext as
-// text-<address of _stext> (as cmd/xboot leaves them). With it,
+// text-<address of _stext> (as runpre/internal/kerneldump leaves them). With it,
 // TestDumps measures the whole text against the image and rewrites
 // testdata/boots from the dumps.
 var dumpsDir = flag.String("dumps", "", "directory of qemu memory dumps to measure against and make testdata/boots from")
