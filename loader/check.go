@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 
@@ -202,7 +204,8 @@ func (l *Loader) debugMatch(what string, f *pack.Function, source string, mt *ru
 }
 
 func writeDerived(w io.Writer, mt *runpre.Match) {
-	for key, d := range mt.Derived {
+	for _, key := range slices.Sorted(maps.Keys(mt.Derived)) {
+		d := mt.Derived[key]
 		fmt.Fprintf(w, "  derived %s = %#x (from +%#x)\n", key, d.Addr, d.At)
 	}
 }

@@ -157,7 +157,8 @@ func (m *matcher) seq(pl, ph, ri, rh, inAlt int) (int, error) {
 		if pi == inAlt {
 			alts = nil
 		}
-		if alts == nil && m.labels[pi].Kind == "" && m.special(pi, pin) == nil && isNop(pin) {
+		sp := m.special(pi, pin)
+		if alts == nil && m.labels[pi].Kind == "" && sp == nil && isNop(pin) {
 			pi += pin.Len // padding; the running side skips its own below
 			continue
 		}
@@ -166,7 +167,7 @@ func (m *matcher) seq(pl, ph, ri, rh, inAlt int) (int, error) {
 		// as long as the item does not match.
 		for {
 			sv := m.save()
-			n, rn, err := m.item(pi, pin, alts, ri, rh)
+			n, rn, err := m.item(pi, pin, sp, alts, ri, rh)
 			if err == nil {
 				m.setOffset(pi, ri)
 				pi += n
@@ -185,9 +186,9 @@ func (m *matcher) seq(pl, ph, ri, rh, inAlt int) (int, error) {
 }
 
 // item matches the pre item at pi: an alternative, a static branch, a
-// special instruction or an ordinary one. It returns the bytes it took
-// on both sides.
-func (m *matcher) item(pi int, pin x86asm.Inst, alts []pack.Site, ri, rh int) (int, int, error) {
+// special instruction (sp, when not nil) or an ordinary one. It returns
+// the bytes it took on both sides.
+func (m *matcher) item(pi int, pin x86asm.Inst, sp *special, alts []pack.Site, ri, rh int) (int, int, error) {
 	switch {
 	case alts != nil:
 		return m.alternative(pi, ri, rh)
@@ -196,7 +197,7 @@ func (m *matcher) item(pi int, pin x86asm.Inst, alts []pack.Site, ri, rh int) (i
 	}
 	var rn int
 	var err error
-	if sp := m.special(pi, pin); sp != nil {
+	if sp != nil {
 		rn, err = sp.match(m, sp, pi, pin, ri, rh)
 	} else {
 		rn, err = m.instruction(pi, pin, ri, rh)
@@ -261,9 +262,7 @@ func (m *matcher) instruction(pi int, pin x86asm.Inst, ri, rh int) (int, error) 
 			return m.step(pi, pin.Len, ri, rin.Len, "same branch")
 		}
 		r := relocs[0]
-		target := m.base + uint64(ri+rin.Len) + uint64(rrel)
-		addr := target - uint64(r.Addend) - uint64(pi+pin.Len-int(r.Offset))
-		if err := m.derive(r, addr, pi, ri); err != nil {
+		if err := m.deriveBranch(r, pi+pin.Len-int(r.Offset), m.base+uint64(ri+rin.Len)+uint64(rrel), pi, ri); err != nil {
 			return 0, err
 		}
 		return m.step(pi, pin.Len, ri, rin.Len, "same branch to "+r.Symbol)
@@ -271,12 +270,7 @@ func (m *matcher) instruction(pi int, pin x86asm.Inst, ri, rh int) (int, error) 
 	if rin.Len != pin.Len {
 		return 0, m.mismatch(pi, ri, "different instructions")
 	}
-	mask := make([]bool, pin.Len)
-	for _, r := range relocs {
-		for k := 0; k < fieldSize(r.Type) && int(r.Offset)-pi+k < pin.Len; k++ {
-			mask[int(r.Offset)-pi+k] = true
-		}
-	}
+	mask := fieldMask(relocs, pi, pin.Len)
 	rule := "same"
 	for k := 0; k < pin.Len; k++ {
 		p, q := m.pre[pi+k], m.run[ri+k]
@@ -356,13 +350,33 @@ func (m *matcher) derive(r pack.Reloc, addr uint64, pi, ri int) error {
 	return nil
 }
 
+// deriveBranch records the symbol of relocation r of a branch whose
+// running target is target: the field, tail bytes before the end of its
+// instruction, holds S + A - P, so the branch goes to S + A + tail.
+func (m *matcher) deriveBranch(r pack.Reloc, tail int, target uint64, pi, ri int) error {
+	return m.derive(r, target-uint64(r.Addend)-uint64(tail), pi, ri)
+}
+
+// fieldMask marks the bytes of the n-byte instruction at off that
+// relocation fields cover.
+func fieldMask(relocs []pack.Reloc, off, n int) []bool {
+	mask := make([]bool, n)
+	for _, r := range relocs {
+		for k := int(r.Offset) - off; k < int(r.Offset)-off+fieldSize(r.Type) && k < n; k++ {
+			if k >= 0 {
+				mask[k] = true
+			}
+		}
+	}
+	return mask
+}
+
 // ignoredTarget reports targets whose address is not derived: symbols
-// the kernel rewrote the instructions that refer to, and section names
-// (merged strings, anonymous data), which the linker merges and moves,
-// so that each reference has its own target.
+// the kernel rewrote the instructions that refer to (rewrittenKind), and
+// section names (merged strings, anonymous data), which the linker merges
+// and moves, so that each reference has its own target.
 func ignoredTarget(name string) bool {
-	return strings.HasPrefix(name, ".") || name == "__fentry__" || name == "__x86_return_thunk" || name == "pv_ops" ||
-		strings.HasPrefix(name, "__x86_indirect_thunk_") || strings.HasPrefix(name, "__SCT__")
+	return strings.HasPrefix(name, ".") || rewrittenKind(name) != ""
 }
 
 func (m *matcher) step(pi, pn, ri, rn int, rule string) (int, error) {
@@ -425,30 +439,24 @@ func (m *matcher) replacement(a pack.Site, pi, ri, rh int) error {
 				relocs = append(relocs, r)
 			}
 		}
-		if rel, ok := relTarget(in); ok && len(relocs) > 0 {
+		if _, ok := relTarget(in); ok && len(relocs) > 0 {
 			rrel, rok := relTarget(rin)
 			if !rok || rin.Op != in.Op {
 				return fmt.Errorf("different branch")
 			}
 			r := relocs[0]
-			target := m.base + uint64(at+rin.Len) + uint64(rrel)
-			addr := target - uint64(r.Addend) - uint64(k+in.Len-int(r.Offset))
-			if err := m.derive(r, addr, pi, ri); err != nil {
+			if err := m.deriveBranch(r, k+in.Len-int(r.Offset), m.base+uint64(at+rin.Len)+uint64(rrel), pi, ri); err != nil {
 				return err
 			}
-			_ = rel
 		} else {
 			// Only calls and jumps are moved to the site; other fields
 			// keep the replacement's own values and are not compared.
 			if rin.Len != in.Len {
 				return fmt.Errorf("different length")
 			}
+			mask := fieldMask(relocs, k, in.Len)
 			for j := 0; j < in.Len; j++ {
-				masked := false
-				for _, r := range relocs {
-					masked = masked || j+k >= int(r.Offset) && j+k < int(r.Offset)+fieldSize(r.Type)
-				}
-				if !masked && a.Code[k+j] != m.run[at+j] {
+				if !mask[j] && a.Code[k+j] != m.run[at+j] {
 					return fmt.Errorf("different bytes")
 				}
 			}
@@ -484,7 +492,7 @@ func (m *matcher) jumpLabel(pi, ri, rh int) (int, int, error) {
 	runTarget := ri + l.Len + int(rel)
 	if l.TargetSymbol != "" {
 		r := pack.Reloc{Symbol: l.TargetSymbol, Addend: int64(l.Target)}
-		if err := m.derive(r, m.base+uint64(runTarget)-uint64(l.Target), pi, ri); err != nil {
+		if err := m.deriveBranch(r, 0, m.base+uint64(runTarget), pi, ri); err != nil {
 			return 0, 0, err
 		}
 	} else {

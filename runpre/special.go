@@ -24,21 +24,40 @@ func (m *matcher) special(pi int, pin x86asm.Inst) *special {
 		sym = r.Symbol
 	}
 	_, branch := relTarget(pin)
+	kind := rewrittenKind(sym)
 	switch {
-	case sym == "":
+	case kind == "":
 		return nil
-	case branch && pin.Op == x86asm.CALL && sym == "__fentry__":
-		return &special{name: "fentry call", symbol: sym, match: matchFentry}
-	case branch && sym == "__x86_return_thunk":
-		return &special{name: "return thunk", symbol: sym, match: matchReturn}
-	case branch && strings.HasPrefix(sym, "__x86_indirect_thunk_"):
-		return &special{name: "retpoline", symbol: sym, match: matchRetpoline}
-	case branch && strings.HasPrefix(sym, "__SCT__"):
-		return &special{name: "static call", symbol: sym, match: matchStaticCall}
-	case !branch && pin.Op == x86asm.CALL && sym == "pv_ops":
-		return &special{name: "paravirt call", symbol: sym, match: matchParavirt}
+	case branch && pin.Op == x86asm.CALL && kind == "fentry call":
+		return &special{name: kind, symbol: sym, match: matchFentry}
+	case branch && kind == "return thunk":
+		return &special{name: kind, symbol: sym, match: matchReturn}
+	case branch && kind == "retpoline":
+		return &special{name: kind, symbol: sym, match: matchRetpoline}
+	case branch && kind == "static call":
+		return &special{name: kind, symbol: sym, match: matchStaticCall}
+	case !branch && pin.Op == x86asm.CALL && kind == "paravirt call":
+		return &special{name: kind, symbol: sym, match: matchParavirt}
 	}
 	return nil
+}
+
+// rewrittenKind says which kind of runtime-rewritten instruction refers
+// to symbol name, "" for none.
+func rewrittenKind(name string) string {
+	switch {
+	case name == "__fentry__":
+		return "fentry call"
+	case name == "__x86_return_thunk":
+		return "return thunk"
+	case strings.HasPrefix(name, "__x86_indirect_thunk_"):
+		return "retpoline"
+	case strings.HasPrefix(name, "__SCT__"):
+		return "static call"
+	case name == "pv_ops":
+		return "paravirt call"
+	}
+	return ""
 }
 
 // window returns the running bytes where the pre instruction at pi was.
