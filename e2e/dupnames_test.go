@@ -84,11 +84,7 @@ func checkDupNames(t *testing.T, steps map[string]string, model string) {
 	if steps["after"] != dupNamesPatched {
 		t.Errorf("after apply: got\n%s\nwant\n%s", steps["after"], dupNamesPatched)
 	}
-	for _, want := range []string{demo.DupNames.ID, "applied", "setup_mq_sysctls"} {
-		if !strings.Contains(steps["list"], want) {
-			t.Errorf("list lacks %q:\n%s", want, steps["list"])
-		}
-	}
+	checkContains(t, steps, "list", demo.DupNames.ID, "applied", "setup_mq_sysctls")
 	if rc := demo.ExitStatus(steps["undo"]); rc != 0 {
 		t.Errorf("livesplice undo exited %d:\n%s", rc, steps["undo"])
 	}

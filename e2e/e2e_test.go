@@ -226,10 +226,16 @@ func checkSteps(t *testing.T, steps map[string]string, wants []stepWant) {
 		if rc := demo.ExitStatus(out); rc != tt.rc {
 			t.Errorf("%s: exit %d, want %d:\n%s", tt.step, rc, tt.rc, out)
 		}
-		for _, w := range tt.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("%s: output lacks %q:\n%s", tt.step, w, out)
-			}
+		checkContains(t, steps, tt.step, tt.want...)
+	}
+}
+
+// checkContains checks that a step's output contains every string of want.
+func checkContains(t *testing.T, steps map[string]string, step string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(steps[step], w) {
+			t.Errorf("%s: output lacks %q:\n%s", step, w, steps[step])
 		}
 	}
 }

@@ -51,11 +51,7 @@ func TestSpecial(t *testing.T) {
 	check := func(step string, want []string, dontWant ...string) {
 		t.Helper()
 		out := steps[step]
-		for _, w := range want {
-			if !strings.Contains(out, w) {
-				t.Errorf("step %s lacks %q:\n%s", step, w, out)
-			}
-		}
+		checkContains(t, steps, step, want...)
 		for _, w := range dontWant {
 			if strings.Contains(out, w) {
 				t.Errorf("step %s has %q:\n%s", step, w, out)
