@@ -213,11 +213,7 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
 	}
 	if len(cs.Refused) > 0 {
-		re := &RefusedError{}
-		for _, r := range cs.Refused {
-			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
-		}
-		return nil, nil, re
+		return nil, nil, refusedError(obj, cs.Refused)
 	}
 	if len(cs.Changed) == 0 && len(cs.Added) == 0 {
 		return nil, nil, nil
@@ -232,11 +228,7 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 	}
 	var dre *differ.RefusedError
 	if errors.As(err, &dre) {
-		re := &RefusedError{}
-		for _, r := range dre.Refused {
-			re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
-		}
-		return nil, nil, re
+		return nil, nil, refusedError(obj, dre.Refused)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
@@ -255,6 +247,15 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		spec.Relocs = append(spec.Relocs, module.Reloc{Symbol: fx.Symbol, Offset: fx.Offset, Type: fx.Type, Target: fx.Target, Addend: fx.Addend})
 	}
 	return funcs, anchors, nil
+}
+
+// refusedError names the object in each of the differ's refusals.
+func refusedError(obj string, refused []differ.Refusal) *RefusedError {
+	re := &RefusedError{}
+	for _, r := range refused {
+		re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
+	}
+	return re
 }
 
 // utsVersion returns UTS_VERSION from a headers tree: what `uname -v`
