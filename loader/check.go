@@ -111,9 +111,11 @@ func matchRefusal(id string, err error) *Error {
 	)
 	switch {
 	case errors.As(err, &mm):
-		return refuse(KindMismatch, id, nil, "the running code is not what the update was built from: %v", mm)
-	case errors.As(err, &am), errors.As(err, &le):
-		return refuse(KindSymbol, id, nil, "%v", err)
+		return refuse(KindMismatch, id, nil, "the running code is not what the update was built from: %v; nothing was changed: use a pack built from this kernel's own source (see uname -r, uname -v), --debug shows the whole comparison", mm)
+	case errors.As(err, &am):
+		return refuse(KindSymbol, id, nil, "%v; nothing was changed: this pack cannot be applied to this kernel", err)
+	case errors.As(err, &le):
+		return refuse(KindSymbol, id, nil, "%v; nothing was changed: the pack is not for this kernel", err)
 	}
 	return refuse(KindMismatch, id, err, "comparing the running code")
 }
