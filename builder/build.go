@@ -107,7 +107,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	xopts := differ.ExtractOptions{EntrySizes: sizes, Exported: exported}
 	spec := module.Spec{
 		ID:          o.ID,
-		Name:        ModuleName(o.ID),
+		Name:        pack.ModuleName(o.ID),
 		Description: o.Description,
 	}
 	var funcs, anchors []pack.Function
@@ -163,11 +163,6 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	return &m, nil
 }
 
-// ModuleName is the kernel module name of update id.
-func ModuleName(id string) string {
-	return "livesplice_" + strings.ReplaceAll(id, "-", "_")
-}
-
 // compile builds objects from the pristine tree into work/pre and from the
 // patched tree into work/post, and refuses objects that belong to modules.
 func (o Options) compile(ctx context.Context, objects []string, work string) error {
@@ -198,7 +193,7 @@ func builtIn(tree, obj string) error {
 
 // extract diffs one object and writes its replacement code to out, adding
 // what the module needs to spec. It returns the replaced functions and the
-// anchors, as the pack describes them.
+// anchors.
 func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) (funcs, anchors []pack.Function, err error) {
 	pre, err := elfobj.Open(prePath)
 	if err != nil {
@@ -222,7 +217,8 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 	if err != nil {
 		return nil, nil, err
 	}
-	ex, err := differ.ExtractWith(cs, pre, post, xopts, f)
+	xopts.Object, xopts.Source = pack.Vmlinux, obj
+	ex, err := differ.Extract(cs, xopts, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -234,19 +230,9 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
 	}
 	spec.Objects = append(spec.Objects, out)
-	for _, r := range ex.Functions {
-		spec.Functions = append(spec.Functions, module.Func{
-			Name: r.Name, NewSymbol: r.NewSymbol, OldSize: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset,
-		})
-		funcs = append(funcs, PackFunction(obj, r))
-	}
-	for _, r := range ex.Anchors {
-		anchors = append(anchors, PackFunction(obj, r))
-	}
-	for _, fx := range ex.Fixups {
-		spec.Relocs = append(spec.Relocs, module.Reloc{Symbol: fx.Symbol, Offset: fx.Offset, Type: fx.Type, Target: fx.Target, Addend: fx.Addend})
-	}
-	return funcs, anchors, nil
+	spec.Functions = append(spec.Functions, ex.Functions...)
+	spec.Fixups = append(spec.Fixups, ex.Fixups...)
+	return ex.Functions, ex.Anchors, nil
 }
 
 // refusedError names the object in each of the differ's refusals.
@@ -272,26 +258,4 @@ func utsVersion(headers string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s has no UTS_VERSION", path)
-}
-
-// PackFunction is how a pack describes replacement r of object obj: its
-// pre code, relocations and runtime-rewritten sites, for run-pre matching.
-func PackFunction(obj string, r differ.Replacement) pack.Function {
-	pf := pack.Function{
-		Name: r.Name, Object: obj, Size: r.PreSize, NewSize: r.NewSize, SiteOffset: r.SiteOffset, PreCode: r.PreCode,
-		PreRelocs: packRelocs(r.PreRelocs),
-	}
-	for _, s := range r.PreSites {
-		pf.PreSites = append(pf.PreSites, pack.Site{Kind: s.Kind.String(), Offset: s.Offset, Len: s.Len,
-			Code: s.Code, Relocs: packRelocs(s.Relocs), Feature: s.Feature, Target: s.Target, TargetSymbol: s.TargetSymbol})
-	}
-	return pf
-}
-
-func packRelocs(rs []differ.Reloc) []pack.Reloc {
-	var out []pack.Reloc
-	for _, r := range rs {
-		out = append(out, pack.Reloc{Offset: r.Offset, Type: r.Type.String(), Symbol: r.Symbol, Addend: r.Addend})
-	}
-	return out
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // anchors returns the pre functions whose code locates, on the target, the
@@ -15,7 +16,7 @@ import (
 // finds it); a static variable is anchored by the smallest function that
 // refers to it, unless an anchor chosen already does. __init code is never
 // an anchor: it is gone from the running kernel.
-func (x *extractor) anchors() ([]Replacement, error) {
+func (x *extractor) anchors() ([]pack.Function, error) {
 	covered := map[string]bool{}
 	for _, r := range x.out.Functions {
 		covered[r.Name] = true
@@ -39,9 +40,9 @@ func (x *extractor) anchors() ([]Replacement, error) {
 			data = append(data, s)
 		}
 	}
-	var out []Replacement
+	var out []pack.Function
 	add := func(fn *elfobj.Symbol) error {
-		r, err := preFunction(x.pre, fn, x.opts.EntrySizes)
+		r, err := x.preFunction(fn)
 		if err != nil {
 			return err
 		}

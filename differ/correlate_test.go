@@ -196,11 +196,15 @@ func TestCorrelate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pre := compile(t, "pre", tc.pre, tc.flags...)
 			post := compile(t, "post", tc.post, tc.flags...)
+			before := symbolNames(pre, post)
 			cs, err := differ.Diff(pre, post)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.check(t, cs)
+			if after := symbolNames(pre, post); after != before {
+				t.Errorf("Diff changed its inputs' symbol names:\n%s\nnow\n%s", before, after)
+			}
 		})
 	}
 }
@@ -258,4 +262,18 @@ int three(int x)
 			t.Errorf("%s: Changed = %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// symbolNames lists every symbol name of the objects, in order.
+func symbolNames(fs ...*elfobj.File) string {
+	var b strings.Builder
+	for _, f := range fs {
+		for _, s := range f.Symbols {
+			if s != nil {
+				b.WriteString(s.Name + " ")
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

@@ -21,12 +21,15 @@ type Changeset struct {
 	Added   []Function // only in post (new functions the changed ones call)
 	Refused []Refusal  // what this cut cannot ship, each with a reason
 	// Renamed lists post symbols correlated with a pre symbol of another
-	// name (renumbered gcc clones and statics); Diff renamed them to
-	// the pre name in the post object, the running kernel's name.
+	// name (renumbered gcc clones and statics); in its own copy of the
+	// post object, Diff gave them the pre name, the running kernel's.
 	Renamed []Renamed
 	// AddedData lists data symbols only in post (new static variables,
 	// new compiler statics such as __warned.N).
 	AddedData []Data
+	// pre is the pre object Diff was given; post is Diff's own copy of
+	// the post object, renamed (Renamed): Extract reads both.
+	pre, post *elfobj.File
 }
 
 // Data names one data symbol of a changeset.
@@ -55,15 +58,16 @@ var coldName = regexp.MustCompile(`^(.+)\.cold(\.[0-9]+)?$`)
 
 // Diff compares the pre and post builds of one object.
 //
-// Diff correlates the symbols of pre and post (see Renamed) and renames
-// post symbols in place to the names the running kernel has for them:
-// Extract, given the same post File, then names fix-ups and pre
-// relocations by names that exist in the running kernel's kallsyms.
+// Diff correlates the symbols of pre and post (see Renamed) and gives
+// post symbols, in a copy of post, the names the running kernel has for
+// them: Extract then names fix-ups and pre relocations by names that exist
+// in the running kernel's kallsyms. pre and post are left unchanged.
 func Diff(pre, post *elfobj.File) (*Changeset, error) {
 	if pre == nil || post == nil {
 		return nil, errors.New("differ: Diff needs both a pre and a post object")
 	}
-	d := &differ{pre: newObject(pre)}
+	post = post.Clone()
+	d := &differ{pre: newObject(pre), cs: Changeset{pre: pre, post: post}}
 	c := correlate(d.pre, newObject(post))
 	d.cs.Renamed = c.rename()
 	d.post = newObject(post) // indexes by the new names

@@ -115,15 +115,15 @@ func extract(t *testing.T, pre, post *elfobj.File) (*Extraction, *elfobj.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return extractChangeset(t, cs, pre, post)
+	return extractChangeset(t, cs)
 }
 
 // extractChangeset extracts cs and checks the written object with
 // debug/elf, ld -r and readelf.
-func extractChangeset(t *testing.T, cs *Changeset, pre, post *elfobj.File) (*Extraction, *elfobj.File) {
+func extractChangeset(t *testing.T, cs *Changeset) (*Extraction, *elfobj.File) {
 	t.Helper()
 	var buf bytes.Buffer
-	x, err := Extract(cs, pre, post, "ls0_", &buf)
+	x, err := Extract(cs, ExtractOptions{Prefix: "ls0_"}, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +169,8 @@ func TestExtractString(t *testing.T) {
 	if rep.SiteOffset != 5 {
 		t.Errorf("SiteOffset = %d, want 5 (fentry)", rep.SiteOffset)
 	}
-	if rep.PreRelocs[0].Symbol != "__fentry__" || rep.PreRelocs[0].Offset != 1 || len(rep.PreCode) != rep.PreSize {
-		t.Errorf("PreRelocs[0] = %+v, PreCode %d bytes, PreSize %d", rep.PreRelocs[0], len(rep.PreCode), rep.PreSize)
+	if rep.PreRelocs[0].Symbol != "__fentry__" || rep.PreRelocs[0].Offset != 1 || len(rep.PreCode) != rep.Size {
+		t.Errorf("PreRelocs[0] = %+v, PreCode %d bytes, PreSize %d", rep.PreRelocs[0], len(rep.PreCode), rep.Size)
 	}
 	text := f.Section(".text.ls0_report")
 	if text == nil || !bytes.HasPrefix(text.Data, nopFentry[:]) {
@@ -253,13 +253,13 @@ func TestSiteChecks(t *testing.T) {
 		t.Fatalf("changeset = %+v, want tiny refused as too short", cs)
 	}
 	// Extract checks again on its own, even when given the function.
-	forced := &Changeset{Changed: []Function{{Name: "tiny"}}}
-	_, err = Extract(forced, pre, post, "ls0_", &bytes.Buffer{})
+	forced := &Changeset{Changed: []Function{{Name: "tiny"}}, pre: pre, post: post}
+	_, err = Extract(forced, ExtractOptions{Prefix: "ls0_"}, &bytes.Buffer{})
 	var re *RefusedError
 	if !errors.As(err, &re) || !strings.Contains(err.Error(), "too short") {
 		t.Errorf("Extract(forced) = %v, want a RefusedError about the short function", err)
 	}
-	if _, err := Extract(cs, pre, post, "ls0_", &bytes.Buffer{}); !errors.As(err, &re) {
+	if _, err := Extract(cs, ExtractOptions{Prefix: "ls0_"}, &bytes.Buffer{}); !errors.As(err, &re) {
 		t.Errorf("Extract(changeset with refusals) = %v, want RefusedError", err)
 	}
 }
@@ -281,12 +281,17 @@ int caller(int x) { return scale(x); }
 	var got []string
 	for _, a := range x.Anchors {
 		got = append(got, a.Name)
-		if len(a.PreCode) != a.PreSize || len(a.PreRelocs) == 0 {
-			t.Errorf("anchor %s: %d bytes of code for size %d, %d relocations", a.Name, len(a.PreCode), a.PreSize, len(a.PreRelocs))
+		if len(a.PreCode) != a.Size || len(a.PreRelocs) == 0 {
+			t.Errorf("anchor %s: %d bytes of code for size %d, %d relocations", a.Name, len(a.PreCode), a.Size, len(a.PreRelocs))
 		}
 	}
 	// scale anchors itself and hits; misses needs count.
 	if strings.Join(got, ",") != "scale,count" {
 		t.Errorf("Anchors = %q, want scale,count", got)
 	}
+}
+
+// only is cs with just the changed functions given, and no refusals.
+func (cs *Changeset) only(changed []Function) *Changeset {
+	return &Changeset{Changed: changed, pre: cs.pre, post: cs.post}
 }

@@ -8,25 +8,31 @@ import (
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // Extraction describes the object Extract wrote.
 type Extraction struct {
-	Functions []Replacement // one per Changed function
-	Fixups    []Fixup       // references to the running kernel, applied by the module at load
+	Functions []pack.Function // one per Changed function
+	Fixups    []pack.Fixup    // references to the running kernel, applied by the module at load
 	// Linked are references to symbols vmlinux exports, left in the
 	// object as ELF relocations against undefined symbols: the kernel's
 	// module loader resolves them (ExtractWith with Exported only).
-	Linked []Fixup
+	Linked []pack.Fixup
 	// Entries counts the special-section entries carried, by section.
 	Entries map[string]int
 	// Anchors are pre functions the update does not replace, whose code
 	// locates statics only the replacement refers to (anchors.go).
-	Anchors []Replacement
+	Anchors []pack.Function
 }
 
 // ExtractOptions configure ExtractWith.
 type ExtractOptions struct {
+	// Object and Source say where the functions live in the running
+	// kernel (pack.Vmlinux or a module name) and which compiled object
+	// they come from (relative to the source tree): the Object and Source
+	// of every pack.Function returned.
+	Object, Source string
 	// Prefix makes the object's global symbols unique (e.g. "ls0_").
 	Prefix string
 	// EntrySizes are the target kernel's special-section entry sizes and
@@ -41,40 +47,6 @@ type ExtractOptions struct {
 	Exported map[string]bool
 }
 
-// Replacement is one function to redirect.
-type Replacement struct {
-	Name       string // function name (as in the running kernel)
-	NewSymbol  string // GLOBAL symbol in the written object at the replacement's first byte (prefix+name)
-	PreSize    int
-	NewSize    int
-	SiteOffset int     // 5 if the pre function starts with the fentry call, else 0
-	PreCode    []byte  // pre function bytes with relocation fields zeroed
-	PreRelocs  []Reloc // pre relocations, targets named
-	PreSites   []Site  // pre alternatives and jump labels (run-pre matching)
-}
-
-// Reloc is a relocation of pre code. Symbol is the kernel symbol the
-// relocation points to (a section-symbol reference is named by the symbol
-// covering it, the delta folded into Addend); for targets no symbol names
-// (merged strings, anonymous data) it is the section name and Addend the
-// raw addend: the loader can read such a value but not resolve it.
-type Reloc struct {
-	Offset uint64 // within the function
-	Type   elf.R_X86_64
-	Symbol string
-	Addend int64
-}
-
-// Fixup is a reference from the written object to the running kernel:
-// the module writes Target+Addend (relative per Type) at Symbol+Offset.
-type Fixup struct {
-	Symbol string // GLOBAL symbol in the object
-	Offset uint64
-	Type   elf.R_X86_64
-	Target string // kernel symbol
-	Addend int64
-}
-
 // RefusedError is returned by Extract when the changeset cannot be shipped.
 type RefusedError struct{ Refused []Refusal }
 
@@ -87,17 +59,17 @@ func (e *RefusedError) Error() string {
 }
 
 // nopFentry replaces the fentry call in replacement code.
-var nopFentry = [jumpSize]byte{0x0f, 0x1f, 0x44, 0x00, 0x00}
+var nopFentry = [pack.JumpLen]byte{0x0f, 0x1f, 0x44, 0x00, 0x00}
 
 // plan is how one post function goes into the written object.
 type plan struct {
 	fn     *elfobj.Symbol
 	code   []byte
 	local  []localReloc
-	fixups []Fixup // Symbol left empty, filled with the NewSymbol
+	fixups []pack.Fixup // Symbol left empty, filled with the NewSymbol
 	// linked are references to exported kernel symbols written as ELF
 	// relocations, resolved by the module loader (Symbol left empty).
-	linked  []Fixup
+	linked  []pack.Fixup
 	entries []*carriedEntry // special-section entries carried (special_carry.go)
 	// data is the new data (Changeset.AddedData) the function needs,
 	// directly or through other new data (newdata.go).
@@ -118,11 +90,6 @@ type localReloc struct {
 	addend  int64 // relative to fn or data, or to start
 }
 
-// fixupTypes are the relocation types the module applies.
-func fixupType(t elf.R_X86_64) bool {
-	return t == elf.R_X86_64_PC32 || t == elf.R_X86_64_PLT32 || t == elf.R_X86_64_32S || t == elf.R_X86_64_64
-}
-
 // planFunction decides how post function fn is extracted; extracted names
 // the functions that go into the object, pol the new data it may carry.
 func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]bool, pol *dataPolicy) (*plan, []Refusal) {
@@ -132,7 +99,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 	}
 	p := &plan{fn: fn, code: code}
 	rs := specialRefusals(post, fn)
-	fentry := fentryOffset(post, fn) == jumpSize
+	fentry := fentryOffset(post, fn) == pack.JumpLen
 	if fentry {
 		copy(p.code, nopFentry[:])
 	}
@@ -173,13 +140,13 @@ func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted
 		p.local = append(p.local, localReloc{offset: off, typ: r.Type, data: t.sym, addend: t.delta})
 		return strings.Join(p.carryData(post, t.sym, extracted, pol), "; ")
 	}
-	if !fixupType(r.Type) {
+	if !pack.FixupType(r.Type) {
 		return fmt.Sprintf("relocation %v to %s at offset %#x: the module applies only PC32, PLT32, 32S and 64", r.Type, t.sym.Name, off)
 	}
 	if t.sym.Section != nil && !definedIn(pre, t.sym.Name) {
 		return fmt.Sprintf("references %s, which is not in the pre object (new or renamed static): the running kernel has no such symbol", t.sym.Name)
 	}
-	p.fixups = append(p.fixups, Fixup{Offset: off, Type: r.Type, Target: t.sym.Name, Addend: t.delta})
+	p.fixups = append(p.fixups, pack.Fixup{Offset: off, Type: r.Type, Target: t.sym.Name, Addend: t.delta})
 	return ""
 }
 
@@ -211,21 +178,16 @@ func specialRefusals(o *object, fn *elfobj.Symbol) []Refusal {
 }
 
 // Extract writes an ELF relocatable object to w with the replacement code
-// for cs (changed + added functions), ready to link into a kernel module.
-// prefix makes its global symbols unique (e.g. "ls0_"). A changeset with
-// refusals is refused as a whole: shipping part of a patch is not shipping
-// the patch.
-func Extract(cs *Changeset, pre, post *elfobj.File, prefix string, w io.Writer) (*Extraction, error) {
-	return ExtractWith(cs, pre, post, ExtractOptions{Prefix: prefix}, w)
-}
-
-// ExtractWith is Extract with the target kernel's entry sizes and exports:
-// it carries, entry by entry, the special-section records of every
-// function written (see special_carry.go for what goes where).
-func ExtractWith(cs *Changeset, pre, post *elfobj.File, opts ExtractOptions, w io.Writer) (*Extraction, error) {
-	if cs == nil || pre == nil || post == nil {
-		return nil, errors.New("differ: Extract needs a changeset and both objects")
+// for cs (changed + added functions), ready to link into a kernel module,
+// from the objects cs was made from. It carries, entry by entry, the
+// special-section records of every function written (see special_carry.go
+// for what goes where). A changeset with refusals is refused as a whole:
+// shipping part of a patch is not shipping the patch.
+func Extract(cs *Changeset, opts ExtractOptions, w io.Writer) (*Extraction, error) {
+	if cs == nil || cs.pre == nil || cs.post == nil {
+		return nil, errors.New("differ: Extract needs a changeset made by Diff")
 	}
+	pre, post := cs.pre, cs.post
 	if len(cs.Refused) > 0 {
 		return nil, fmt.Errorf("differ: extracting %s: %w", post.Name, &RefusedError{Refused: cs.Refused})
 	}

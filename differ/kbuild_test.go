@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // The kernel whose headers the Kbuild tests build against; `make
@@ -276,13 +277,13 @@ func TestKernelObject(t *testing.T) {
 		}
 	}
 	var re *RefusedError
-	if _, err := Extract(cs, pre, post, "ls0_", &bytes.Buffer{}); !errors.As(err, &re) || len(re.Refused) != 1 {
+	if _, err := Extract(cs, ExtractOptions{Prefix: "ls0_"}, &bytes.Buffer{}); !errors.As(err, &re) || len(re.Refused) != 1 {
 		t.Errorf("Extract(changeset with refusals) = %v, want a RefusedError with the Diff refusal", err)
 	}
 
 	// Without the target's entry sizes, functions with entries that must
 	// be carried are refused.
-	_, err = Extract(&Changeset{Changed: cs.Changed}, pre, post, "ls0_", &bytes.Buffer{})
+	_, err = Extract(cs.only(cs.Changed), ExtractOptions{Prefix: "ls0_"}, &bytes.Buffer{})
 	refusedSyms := map[string]bool{}
 	if errors.As(err, &re) {
 		for _, r := range re.Refused {
@@ -302,7 +303,7 @@ func TestKernelObject(t *testing.T) {
 			plain = append(plain, fn)
 		}
 	}
-	x, obj := extractChangeset(t, &Changeset{Changed: plain}, pre, post)
+	x, obj := extractChangeset(t, cs.only(plain))
 	checkKernelExtraction(t, x, obj)
 
 	t.Run("special", func(t *testing.T) { checkSpecialExtraction(t, cs, pre, post) })
@@ -314,11 +315,11 @@ func checkKernelExtraction(t *testing.T, x *Extraction, obj *elfobj.File) {
 	var got []string
 	for _, r := range x.Functions {
 		got = append(got, r.Name)
-		if r.SiteOffset != 5 || r.NewSymbol != "ls0_"+r.Name || len(r.PreCode) != r.PreSize || r.PreSize < 10 {
+		if r.SiteOffset != 5 || r.NewSymbol != "ls0_"+r.Name || len(r.PreCode) != r.Size || r.Size < 10 {
 			t.Errorf("%s: SiteOffset %d NewSymbol %s PreCode %d bytes PreSize %d; want 5, ls0_%s, PreCode of PreSize",
-				r.Name, r.SiteOffset, r.NewSymbol, len(r.PreCode), r.PreSize, r.Name)
+				r.Name, r.SiteOffset, r.NewSymbol, len(r.PreCode), r.Size, r.Name)
 		}
-		if len(r.PreRelocs) == 0 || r.PreRelocs[0] != (Reloc{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4}) {
+		if len(r.PreRelocs) == 0 || r.PreRelocs[0] != (pack.Reloc{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4}) {
 			t.Errorf("%s: PreRelocs = %+v, want the fentry call first", r.Name, r.PreRelocs)
 		}
 		text := obj.Section(".text.ls0_" + r.Name)
@@ -326,7 +327,7 @@ func checkKernelExtraction(t *testing.T, x *Extraction, obj *elfobj.File) {
 			t.Errorf("%s: no .text.ls0_%s starting with the 5-byte NOP", r.Name, r.Name)
 		}
 		if r.Name == "lsfixture_name_addr" && !slices.Contains(r.PreRelocs,
-			Reloc{Offset: 8, Type: elf.R_X86_64_32S, Symbol: "lsfixture_name", Addend: 1}) {
+			pack.Reloc{Offset: 8, Type: elf.R_X86_64_32S, Symbol: "lsfixture_name", Addend: 1}) {
 			t.Errorf("lsfixture_name_addr: PreRelocs = %+v, want the 32S in the site named lsfixture_name+1 for kallsyms", r.PreRelocs)
 		}
 	}
@@ -334,7 +335,7 @@ func checkKernelExtraction(t *testing.T, x *Extraction, obj *elfobj.File) {
 		t.Errorf("Functions = %v", got)
 	}
 
-	wantFixups := []Fixup{
+	wantFixups := []pack.Fixup{
 		{Symbol: "ls0_lsfixture_report", Type: elf.R_X86_64_PLT32, Target: "_printk", Addend: -4},
 		{Symbol: "ls0_lsfixture_parse", Type: elf.R_X86_64_PLT32, Target: "kstrtoint", Addend: -4},
 		{Symbol: "ls0_lsfixture_parse", Type: elf.R_X86_64_PLT32, Target: "__stack_chk_fail", Addend: -4},
@@ -343,7 +344,7 @@ func checkKernelExtraction(t *testing.T, x *Extraction, obj *elfobj.File) {
 		{Symbol: "ls0_lsfixture_name_addr", Type: elf.R_X86_64_32S, Target: "lsfixture_name", Addend: 2},
 	}
 	for _, want := range wantFixups {
-		if !slices.ContainsFunc(x.Fixups, func(f Fixup) bool {
+		if !slices.ContainsFunc(x.Fixups, func(f pack.Fixup) bool {
 			return f.Symbol == want.Symbol && f.Type == want.Type && f.Target == want.Target && f.Addend == want.Addend
 		}) {
 			t.Errorf("no fixup %+v in %+v", want, x.Fixups)

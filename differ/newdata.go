@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // Carrying new data.
@@ -51,7 +52,7 @@ func addedData(post *object, list []Data) map[*elfobj.Symbol]bool {
 type carriedData struct {
 	sym    *elfobj.Symbol
 	local  []localReloc // offsets within sym
-	linked []Fixup      // references to exported kernel symbols, offsets within sym
+	linked []pack.Fixup // references to exported kernel symbols, offsets within sym
 }
 
 // carryData plans sym and the new data it references into p; it returns
@@ -101,9 +102,9 @@ func (p *plan) carryData(post *object, sym *elfobj.Symbol, extracted map[string]
 			reasons = append(reasons, p.carryData(post, ts, extracted, pol)...)
 		case pol.exportable == nil && (ts.Section == nil || ts.Bind == elf.STB_GLOBAL || ts.Bind == elf.STB_WEAK):
 			// decided by ExtractWith, which knows the exports
-			cd.linked = append(cd.linked, Fixup{Offset: off, Type: r.Type, Target: ts.Name, Addend: t.delta})
+			cd.linked = append(cd.linked, pack.Fixup{Offset: off, Type: r.Type, Target: ts.Name, Addend: t.delta})
 		case pol.exportable != nil && pol.exportable(ts):
-			cd.linked = append(cd.linked, Fixup{Offset: off, Type: r.Type, Target: ts.Name, Addend: t.delta})
+			cd.linked = append(cd.linked, pack.Fixup{Offset: off, Type: r.Type, Target: ts.Name, Addend: t.delta})
 		default:
 			reasons = append(reasons, fmt.Sprintf("new data %s references %s at offset %#x, a static or unexported symbol of the running kernel: "+
 				"new data may point only to extracted code, strings, other new data and exported symbols (init-time fix-ups cover .text only)",

@@ -84,7 +84,7 @@ int count(int x) { slots[1] = slots[x & 1]; return *slots[1] + x; }`,
 			if tc.refused != "" {
 				if !refusedWith(cs.Refused, "count", tc.refused) {
 					var buf bytes.Buffer
-					_, err := ExtractWith(cs, pre, post, ExtractOptions{Prefix: "ls0_", Exported: map[string]bool{"shared_counter": true}}, &buf)
+					_, err := Extract(cs, ExtractOptions{Prefix: "ls0_", Exported: map[string]bool{"shared_counter": true}}, &buf)
 					var re *RefusedError
 					if !errors.As(err, &re) || !refusedWith(re.Refused, "count", tc.refused) {
 						t.Fatalf("Refused = %+v, Extract error %v; want count refused with %q", cs.Refused, err, tc.refused)
@@ -95,7 +95,7 @@ int count(int x) { slots[1] = slots[x & 1]; return *slots[1] + x; }`,
 			if len(cs.Refused) > 0 || names(cs.Changed) != "count" || len(cs.AddedData) == 0 {
 				t.Fatalf("changeset = %+v, want count changed, new data, no refusals", cs)
 			}
-			obj := extractWithExports(t, cs, pre, post, map[string]bool{"shared_counter": true})
+			obj := extractWithExports(t, cs, map[string]bool{"shared_counter": true})
 			for _, w := range tc.data {
 				sec := obj.Section(w.sec)
 				if sec == nil {
@@ -155,10 +155,10 @@ func relocTo(sec *elfobj.Section, name string) bool {
 
 // extractWithExports runs ExtractWith and checks the object with ld -r and
 // readelf.
-func extractWithExports(t *testing.T, cs *Changeset, pre, post *elfobj.File, exported map[string]bool) *elfobj.File {
+func extractWithExports(t *testing.T, cs *Changeset, exported map[string]bool) *elfobj.File {
 	t.Helper()
 	var buf bytes.Buffer
-	if _, err := ExtractWith(cs, pre, post, ExtractOptions{Prefix: "ls0_", Exported: exported}, &buf); err != nil {
+	if _, err := Extract(cs, ExtractOptions{Prefix: "ls0_", Exported: exported}, &buf); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()

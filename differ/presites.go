@@ -5,50 +5,9 @@ import (
 	"fmt"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 	"golang.org/x/arch/x86/x86asm"
 )
-
-// SiteKind is a kind of place in pre code that the kernel rewrites at run
-// time and that the code's relocations alone do not describe.
-type SiteKind int
-
-// The site kinds run-pre matching needs described. Thunk calls, static
-// calls, paravirt calls, lock prefixes and the fentry call are recognised
-// by their relocations and bytes instead.
-const (
-	// SiteAlternative: the original instruction(s) or, when the CPU has
-	// the feature, the replacement padded with NOPs.
-	SiteAlternative SiteKind = iota + 1
-	// SiteJumpLabel: a NOP or a jump of the same length to Target.
-	SiteJumpLabel
-)
-
-func (k SiteKind) String() string {
-	switch k {
-	case SiteAlternative:
-		return "alternative"
-	case SiteJumpLabel:
-		return "jump_label"
-	}
-	return fmt.Sprintf("site kind %d", int(k))
-}
-
-// Site is one runtime-rewritten place in a pre function.
-type Site struct {
-	Kind   SiteKind
-	Offset int // within the function
-	Len    int // bytes the kernel may rewrite
-	// Alternative: the replacement code with relocation fields zero, its
-	// relocations (offsets within Code) and the CPU feature word
-	// (cpuid, with the "not" flag) the kernel tests.
-	Code    []byte
-	Relocs  []Reloc
-	Feature uint16
-	// JumpLabel: where the jump goes, as an offset within the function,
-	// or, when TargetSymbol is set, relative to that symbol.
-	Target       int
-	TargetSymbol string
-}
 
 // PreFunction describes function name of the pre object f the way the
 // loader needs it to match the running kernel against: its code with
@@ -56,33 +15,33 @@ type Site struct {
 // sites. sizes are the target kernel's special-section entry sizes
 // (module.EntrySizes); without the size of a section the function has
 // entries in, it is an error.
-func PreFunction(f *elfobj.File, name string, sizes map[string]int) (Replacement, error) {
+func PreFunction(f *elfobj.File, name string, sizes map[string]int) (pack.Function, error) {
 	o := newObject(f)
 	fn := single(o.funcs[name])
 	if fn == nil {
-		return Replacement{}, fmt.Errorf("%s: %s is not a single STT_FUNC symbol (%d)", f.Name, name, len(o.funcs[name]))
+		return pack.Function{}, fmt.Errorf("%s: %s is not a single STT_FUNC symbol (%d)", f.Name, name, len(o.funcs[name]))
 	}
 	return preFunction(o, fn, sizes)
 }
 
-func preFunction(o *object, fn *elfobj.Symbol, sizes map[string]int) (Replacement, error) {
+func preFunction(o *object, fn *elfobj.Symbol, sizes map[string]int) (pack.Function, error) {
 	code, relocs, err := o.maskedCode(fn)
 	if err != nil {
-		return Replacement{}, err
+		return pack.Function{}, err
 	}
 	sites, err := preSites(o, fn, sizes)
 	if err != nil {
-		return Replacement{}, err
+		return pack.Function{}, err
 	}
-	return Replacement{
-		Name: fn.Name, PreSize: int(fn.Size), PreCode: code,
+	return pack.Function{
+		Name: fn.Name, Size: int(fn.Size), PreCode: code,
 		PreRelocs: namedRelocs(o, fn.Section, fn.Value, relocs), PreSites: sites,
 	}, nil
 }
 
 // preSites returns fn's alternatives and jump labels, in entry order.
-func preSites(o *object, fn *elfobj.Symbol, sizes map[string]int) ([]Site, error) {
-	var sites []Site
+func preSites(o *object, fn *elfobj.Symbol, sizes map[string]int) ([]pack.Site, error) {
+	var sites []pack.Site
 	err := o.entriesOf(fn, ".altinstructions", sizes, func(off, at uint64, e []byte, relocs []elfobj.Reloc) error {
 		if len(e) < 12 {
 			return fmt.Errorf("%s: .altinstructions entry of %d bytes is too short", o.f.Name, len(e))
@@ -94,7 +53,7 @@ func preSites(o *object, fn *elfobj.Symbol, sizes map[string]int) ([]Site, error
 		if v, ok := sizes["alt_instr.replacementlen"]; ok && v < len(e) {
 			replLenAt = v
 		}
-		s := Site{Kind: SiteAlternative, Offset: int(off), Len: int(e[lenAt]), Feature: binary.LittleEndian.Uint16(e[8:])}
+		s := pack.Site{Kind: pack.SiteAlternative, Offset: int(off), Len: int(e[lenAt]), Feature: binary.LittleEndian.Uint16(e[8:])}
 		repl, start, ok := o.entryPointer(relocs, at+4)
 		if !ok {
 			return fmt.Errorf("%s: alternative at %s+%#x has no replacement relocation", o.f.Name, fn.Name, off)
@@ -122,7 +81,7 @@ func preSites(o *object, fn *elfobj.Symbol, sizes map[string]int) ([]Site, error
 		if err != nil {
 			return fmt.Errorf("%s: jump label at %s+%#x: %w", o.f.Name, fn.Name, off, err)
 		}
-		s := Site{Kind: SiteJumpLabel, Offset: int(off), Len: in.Len}
+		s := pack.Site{Kind: pack.SiteJumpLabel, Offset: int(off), Len: in.Len}
 		sec, target, ok := o.entryPointer(relocs, at+4)
 		switch {
 		case !ok:

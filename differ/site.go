@@ -6,23 +6,21 @@ import (
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 	"golang.org/x/arch/x86/x86asm"
 )
-
-// jumpSize is the size of the jmp rel32 the loader writes at the site.
-const jumpSize = 5
 
 // fentryOffset returns 5 when fn starts with the fentry call (e8 with a
 // relocation to __fentry__ at offset 1), else 0.
 func fentryOffset(o *object, fn *elfobj.Symbol) int {
 	code, err := o.code(fn)
-	if err != nil || len(code) < jumpSize || code[0] != 0xe8 {
+	if err != nil || len(code) < pack.JumpLen || code[0] != 0xe8 {
 		return 0
 	}
 	for _, r := range fn.Section.RelocsIn(fn.Value+1, fn.Value+2) {
 		if r.Offset == fn.Value+1 && r.Sym != nil && r.Sym.Name == "__fentry__" &&
 			(r.Type == elf.R_X86_64_PLT32 || r.Type == elf.R_X86_64_PC32) {
-			return jumpSize
+			return pack.JumpLen
 		}
 	}
 	return 0
@@ -34,10 +32,10 @@ func siteCheck(pre *object, fn *elfobj.Symbol) (int, []Refusal) {
 	site := fentryOffset(pre, fn)
 	ref := func(format string, args ...any) Refusal {
 		return Refusal{Symbol: fn.Name, Section: fn.Section.Name,
-			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" (patch site [%d, %d) of the pre function)", site, site+jumpSize)}
+			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" (patch site [%d, %d) of the pre function)", site, site+pack.JumpLen)}
 	}
-	if fn.Size < uint64(site+jumpSize) {
-		return site, []Refusal{ref("function is %d bytes: too short for the %d-byte jump", fn.Size, jumpSize)}
+	if fn.Size < uint64(site+pack.JumpLen) {
+		return site, []Refusal{ref("function is %d bytes: too short for the %d-byte jump", fn.Size, pack.JumpLen)}
 	}
 	var rs []Refusal
 	rs = append(rs, relocsInWindow(pre, fn, site, ref)...)
@@ -51,12 +49,12 @@ type refuser func(format string, args ...any) Refusal
 // relocsInWindow refuses relocation fields overlapping the site unless the
 // loader can compute their bytes in the running kernel (loader.relocate):
 // PC32/PLT32/32S/64 fields of a decodable instruction whose target is a
-// named symbol, which the pre relocation carries as Reloc.Symbol for a
+// named symbol, which the pre relocation carries as pack.Reloc.Symbol for a
 // kallsyms lookup. Strings, merged constants and anonymous data have no
 // name there.
 func relocsInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
 	var rs []Refusal
-	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+jumpSize)
+	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+pack.JumpLen)
 	for _, r := range fn.Section.RelocsIn(fn.Value, fn.Value+fn.Size) {
 		end := r.Offset + uint64(elfobj.FieldSize(r.Type))
 		if end <= lo || r.Offset >= hi || r.Type == elf.R_X86_64_NONE {
@@ -108,7 +106,7 @@ func unnamedTarget(t target) string {
 // that point into the site: the kernel rewrites or looks up those bytes.
 func entriesInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
 	var rs []Refusal
-	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+jumpSize)
+	lo, hi := fn.Value+uint64(site), fn.Value+uint64(site+pack.JumpLen)
 	for _, in := range o.incomingTo(fn.Section) {
 		name := in.from.Name
 		use, _ := special(name)
@@ -128,7 +126,7 @@ func entriesInWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refu
 // inside the site (they would land in the middle of the jump).
 func branchesIntoWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []Refusal {
 	var rs []Refusal
-	lo, hi := int64(fn.Value)+int64(site), int64(fn.Value)+int64(site+jumpSize)
+	lo, hi := int64(fn.Value)+int64(site), int64(fn.Value)+int64(site+pack.JumpLen)
 	for _, in := range o.decode(fn.Section) {
 		if uint64(in.off) < fn.Value || uint64(in.off) >= fn.Value+fn.Size {
 			continue

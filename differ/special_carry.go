@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // Carrying special sections.
@@ -373,7 +374,7 @@ func (x *extractor) rewrittenRange(p *plan, name string, e *carriedEntry) (uint6
 	default:
 		in, ok := x.post.insnAt(p.fn.Section, p.fn.Value+at)
 		if !ok {
-			return at, at + jumpSize, true
+			return at, at + pack.JumpLen, true
 		}
 		n = uint64(in.len)
 	}

@@ -78,7 +78,8 @@ func TestCarryRules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			x, err := ExtractWith(cs, carryObject(), carryObject(), ExtractOptions{Prefix: "ls0_", EntrySizes: carrySizes, Exported: tc.exported}, &buf)
+			cs.pre, cs.post = carryObject(), carryObject()
+			x, err := Extract(cs, ExtractOptions{Prefix: "ls0_", EntrySizes: carrySizes, Exported: tc.exported}, &buf)
 			if tc.refusal != "" {
 				var re *RefusedError
 				if !errors.As(err, &re) || len(re.Refused) != 1 || re.Refused[0].Reason != tc.refusal {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/module"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // checkSpecialExtraction extracts the fixture's functions with special
@@ -35,7 +36,7 @@ func checkSpecialExtraction(t *testing.T, cs *Changeset, pre, post *elfobj.File)
 	opts := ExtractOptions{Prefix: "ls0_", EntrySizes: sizes, Exported: exported}
 
 	var re *RefusedError
-	_, err = ExtractWith(&Changeset{Changed: cs.Changed}, pre, post, opts, &bytes.Buffer{})
+	_, err = Extract(cs.only(cs.Changed), opts, &bytes.Buffer{})
 	const keyReason = "jump label key lsfixture_key_static is not exported: the module loader cannot resolve it before the update's init runs"
 	if !errors.As(err, &re) || len(re.Refused) != 1 || re.Refused[0].Symbol != "lsfixture_static_branch" || re.Refused[0].Reason != keyReason {
 		t.Fatalf("ExtractWith(static key) = %v, want one refusal of lsfixture_static_branch: %s", err, keyReason)
@@ -48,7 +49,7 @@ func checkSpecialExtraction(t *testing.T, cs *Changeset, pre, post *elfobj.File)
 		}
 	}
 	var buf bytes.Buffer
-	x, err := ExtractWith(&Changeset{Changed: keep}, pre, post, opts, &buf)
+	x, err := Extract(cs.only(keep), opts, &buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func checkSpecialExtraction(t *testing.T, cs *Changeset, pre, post *elfobj.File)
 		}
 	}
 	for _, want := range []string{"_copy_from_user", "__x86_return_thunk", "_printk", "kstrtoint"} {
-		if !slices.ContainsFunc(x.Linked, func(f Fixup) bool { return f.Target == want }) {
+		if !slices.ContainsFunc(x.Linked, func(f pack.Fixup) bool { return f.Target == want }) {
 			t.Errorf("no ELF relocation to %s in %+v", want, x.Linked)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // extractor holds the state of one Extract call.
@@ -85,15 +86,13 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 	if len(rs) > 0 {
 		return rs
 	}
-	pre, err := preFunction(x.pre, preFn, x.opts.EntrySizes)
+	pre, err := x.preFunction(preFn)
 	if err != nil {
 		return []Refusal{{Symbol: name, Section: preFn.Section.Name, Reason: err.Error()}}
 	}
 	x.plans = append(x.plans, p)
-	x.out.Functions = append(x.out.Functions, Replacement{
-		Name: name, NewSymbol: x.prefix + name, PreSize: int(preFn.Size), NewSize: int(postFn.Size),
-		SiteOffset: site, PreCode: pre.PreCode, PreRelocs: pre.PreRelocs, PreSites: pre.PreSites,
-	})
+	pre.NewSymbol, pre.NewSize, pre.SiteOffset = x.prefix+name, int(postFn.Size), site
+	x.out.Functions = append(x.out.Functions, pre)
 	return nil
 }
 
@@ -115,12 +114,20 @@ func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal 
 	return rs
 }
 
+// preFunction describes pre function fn for run-pre matching, placed in
+// the object and source the options name.
+func (x *extractor) preFunction(fn *elfobj.Symbol) (pack.Function, error) {
+	f, err := preFunction(x.pre, fn, x.opts.EntrySizes)
+	f.Object, f.Source = x.opts.Object, x.opts.Source
+	return f, err
+}
+
 // namedRelocs names the targets of pre relocations for run-pre matching.
 // Offsets are made relative to base, the start of the code in sec.
-func namedRelocs(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Reloc) []Reloc {
-	out := make([]Reloc, 0, len(relocs))
+func namedRelocs(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Reloc) []pack.Reloc {
+	out := make([]pack.Reloc, 0, len(relocs))
 	for _, r := range relocs {
-		nr := Reloc{Offset: r.Offset - base, Type: r.Type, Addend: r.Addend}
+		nr := pack.Reloc{Offset: r.Offset - base, Type: r.Type, Addend: r.Addend}
 		t := o.resolve(sec, r)
 		switch t.kind {
 		case tNamed:
@@ -207,7 +214,7 @@ func (img *image) addRelocs(sec *elfobj.Section, p *plan) error {
 
 // appendRelocs adds to sec the relocations inside the object (local) and
 // those against exported kernel symbols (linked).
-func (img *image) appendRelocs(sec *elfobj.Section, local []localReloc, linked []Fixup) error {
+func (img *image) appendRelocs(sec *elfobj.Section, local []localReloc, linked []pack.Fixup) error {
 	for _, lr := range local {
 		r, err := img.localReloc(lr)
 		if err != nil {

@@ -198,3 +198,20 @@ func FuzzParse(f *testing.F) {
 		Parse("fuzz.o", data) //nolint:errcheck // only checks for panics
 	})
 }
+
+func TestClone(t *testing.T) {
+	sec := &Section{Index: 1, Name: ".text.f", Type: elf.SHT_PROGBITS, Data: []byte{0xc3}, Size: 1}
+	sym := &Symbol{Index: 1, Name: "f", Type: elf.STT_FUNC, Section: sec, Size: 1}
+	sec.Relocs = []Reloc{{Offset: 0, Type: elf.R_X86_64_PLT32, Sym: sym, Addend: -4}}
+	f := &File{Name: "x.o", Sections: []*Section{nil, sec}, Symbols: []*Symbol{nil, sym}}
+
+	c := f.Clone()
+	c.Symbols[1].Name = "g"
+	c.Sections[1].Relocs[0].Addend = 0
+	if sym.Name != "f" || sec.Relocs[0].Addend != -4 {
+		t.Fatalf("changing the clone changed the original: %q, addend %d", sym.Name, sec.Relocs[0].Addend)
+	}
+	if c.Symbols[1].Section != c.Sections[1] || c.Sections[1].Relocs[0].Sym != c.Symbols[1] {
+		t.Errorf("the clone's symbols and relocations point into the original")
+	}
+}

@@ -181,3 +181,51 @@ func IsPCRelative(t elf.R_X86_64) bool {
 	}
 	return false
 }
+
+// Clone returns a copy of f whose sections, symbols and relocations are
+// its own: renaming a symbol or editing relocations of the copy leaves f
+// as it was. Section contents (Data) are shared: treat them as read-only.
+func (f *File) Clone() *File {
+	secs := make(map[*Section]*Section, len(f.Sections))
+	syms := make(map[*Symbol]*Symbol, len(f.Symbols))
+	c := &File{Name: f.Name, Sections: make([]*Section, len(f.Sections)), Symbols: make([]*Symbol, len(f.Symbols))}
+	for i, s := range f.Sections {
+		if s == nil {
+			continue
+		}
+		n := *s
+		c.Sections[i], secs[s] = &n, &n
+	}
+	for i, s := range f.Symbols {
+		if s == nil {
+			continue
+		}
+		n := *s
+		c.Symbols[i], syms[s] = &n, &n
+	}
+	for _, s := range c.Symbols {
+		if s != nil && s.Section != nil {
+			s.Section = secs[s.Section]
+		}
+	}
+	for _, s := range c.Sections {
+		if s == nil {
+			continue
+		}
+		if s.Link != nil {
+			s.Link = secs[s.Link]
+		}
+		relocs := make([]Reloc, len(s.Relocs))
+		for i, r := range s.Relocs {
+			if r.Sym != nil {
+				r.Sym = syms[r.Sym]
+			}
+			relocs[i] = r
+		}
+		if s.Relocs == nil {
+			relocs = nil
+		}
+		s.Relocs = relocs
+	}
+	return c
+}

@@ -127,10 +127,10 @@ func MakePlan(m *pack.Manifest, syms *kallsyms.Table, found []*runpre.Match) (*P
 	}
 	for _, f := range m.Functions {
 		mt := matches[f.Name]
-		if at, ok := mt.RunOffset(f.SiteOffset); !ok || at != f.SiteOffset || len(mt.Code) < at+5 {
+		if at, ok := mt.RunOffset(f.SiteOffset); !ok || at != f.SiteOffset || len(mt.Code) < at+pack.JumpLen {
 			return nil, refuse(KindMismatch, m.ID, nil, "function %s: the patch site +%#x is not at the same place in the running code", f.Name, f.SiteOffset)
 		}
-		p.Expect = append(p.Expect, append([]byte(nil), mt.Code[f.SiteOffset:f.SiteOffset+5]...))
+		p.Expect = append(p.Expect, append([]byte(nil), mt.Code[f.SiteOffset:f.SiteOffset+pack.JumpLen]...))
 	}
 	return p, nil
 }

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"os"
@@ -36,11 +37,11 @@ func demoManifest() *pack.Manifest {
 		Functions: []pack.Function{{
 			Name: "cmdline_proc_show", Size: len(cmdlineProcShow), NewSize: 64, SiteOffset: 5, PreCode: cmdlineProcShow,
 			PreRelocs: []pack.Reloc{
-				{Offset: 1, Type: "R_X86_64_PLT32", Symbol: "__fentry__", Addend: -4},
-				{Offset: 9, Type: "R_X86_64_PC32", Symbol: "saved_command_line", Addend: -4},
-				{Offset: 0x11, Type: "R_X86_64_PLT32", Symbol: "seq_puts", Addend: -4},
-				{Offset: 0x1e, Type: "R_X86_64_PLT32", Symbol: "seq_putc", Addend: -4},
-				{Offset: 0x26, Type: "R_X86_64_PLT32", Symbol: "__x86_return_thunk", Addend: -4},
+				{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4},
+				{Offset: 9, Type: elf.R_X86_64_PC32, Symbol: "saved_command_line", Addend: -4},
+				{Offset: 0x11, Type: elf.R_X86_64_PLT32, Symbol: "seq_puts", Addend: -4},
+				{Offset: 0x1e, Type: elf.R_X86_64_PLT32, Symbol: "seq_putc", Addend: -4},
+				{Offset: 0x26, Type: elf.R_X86_64_PLT32, Symbol: "__x86_return_thunk", Addend: -4},
 			},
 		}},
 		Symbols: []string{"text_poke", "cmdline_proc_show", "seq_puts"},
@@ -217,7 +218,7 @@ func TestMakePlanAnchor(t *testing.T) {
 	anchor := pack.Function{
 		Name: "proc_show", Size: 13,
 		PreCode:   []byte{0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3}, // call __fentry__; mov hidden(%rip),%rax; ret
-		PreRelocs: []pack.Reloc{{Offset: 1, Type: "R_X86_64_PLT32", Symbol: "__fentry__", Addend: -4}, {Offset: 8, Type: "R_X86_64_PC32", Symbol: "hidden", Addend: -4}},
+		PreRelocs: []pack.Reloc{{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4}, {Offset: 8, Type: elf.R_X86_64_PC32, Symbol: "hidden", Addend: -4}},
 	}
 	// proc_show at 0xffffffff81400000 reads the second hidden.
 	run := []byte{0x0f, 0x1f, 0x44, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3}

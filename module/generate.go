@@ -81,14 +81,14 @@ func checkObjects(spec Spec, syms map[string]objSymbol) error {
 				i, f.Name, f.NewSize, f.NewSymbol, s.size, s.object)
 		}
 	}
-	for i, r := range spec.Relocs {
+	for i, r := range spec.Fixups {
 		s, ok := syms[r.Symbol]
 		if !ok {
-			return invalid("Relocs[%d].Symbol %q: not defined as a global symbol in Objects", i, r.Symbol)
+			return invalid("Fixups[%d].Symbol %q: not defined as a global symbol in Objects", i, r.Symbol)
 		}
 		k, _ := kindOf(r.Type)
 		if s.size > 0 && (r.Offset > s.size || s.size-r.Offset < k.width) {
-			return invalid("Relocs[%d] (%s+%#x %v).Offset: %d bytes do not fit in %s (size %d)",
+			return invalid("Fixups[%d] (%s+%#x %v).Offset: %d bytes do not fit in %s (size %d)",
 				i, r.Symbol, r.Offset, r.Type, k.width, r.Symbol, s.size)
 		}
 	}
@@ -99,7 +99,7 @@ func checkObjects(spec Spec, syms map[string]objSymbol) error {
 // ordered list of kernel symbol names whose addresses the loader must pass in
 // the module's addrs parameter: first the helper's own needs (text_poke,
 // text_poke_kgdb, text_mutex, stop_machine_cpuslocked), then each Func.Name,
-// then each Reloc.Target, without duplicates.
+// then each Fixup.Target, without duplicates.
 //
 // dir is created if needed and must not already hold files. It receives
 // Kbuild, livesplice.h, livesplice-helper.c, livesplice-meta.c and one
@@ -245,7 +245,7 @@ func meta(spec Spec) string {
 	for _, f := range spec.Functions {
 		ref(f.NewSymbol)
 	}
-	for _, r := range spec.Relocs {
+	for _, r := range spec.Fixups {
 		ref(r.Symbol)
 	}
 	w("\n")
@@ -275,14 +275,14 @@ func meta(spec Spec) string {
 	w("const unsigned int %snr_funcs = %d;\n\n", reservedPrefix, len(spec.Functions))
 
 	w("const struct ls_reloc %srelocs[] = {\n", reservedPrefix)
-	for _, r := range spec.Relocs {
+	for _, r := range spec.Fixups {
 		k, _ := kindOf(r.Type)
 		w("\t{\n\t\t.symbol = %s,\n\t\t.base = %s,\n\t\t.offset = %#xUL,\n", cstring(r.Symbol), objIdent[r.Symbol], r.Offset)
 		w("\t\t.kind = %s,\n\t\t.type = %s,\n", k.cname, cstring(r.Type.String()))
 		w("\t\t.target = %s,\n\t\t.target_index = %d,\n\t\t.addend = %s,\n\t},\n", cstring(r.Target), index[r.Target], clong(r.Addend))
 	}
 	w("};\n")
-	w("const unsigned int %snr_relocs = %d;\n\n", reservedPrefix, len(spec.Relocs))
+	w("const unsigned int %snr_relocs = %d;\n\n", reservedPrefix, len(spec.Fixups))
 
 	w("MODULE_DESCRIPTION(%s);\n", cstring(spec.Description))
 	w("MODULE_INFO(livesplice_id, %s);\n", cstring(spec.ID))

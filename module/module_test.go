@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/livesplice/livesplice/pack"
 )
 
 // testObjectSrc is the replacement code of the tests: a function and a data
@@ -46,11 +48,11 @@ func testSpec(obj string) Spec {
 		ID:          "demo-test",
 		Name:        "livesplice_demo_test",
 		Description: `test "update" ??=`,
-		Functions: []Func{{
+		Functions: []pack.Function{{
 			Name: "cmdline_proc_show", NewSymbol: "ls_test_new",
-			OldSize: 64, NewSize: 16, SiteOffset: 5,
+			Size: 64, NewSize: 16, SiteOffset: 5,
 		}},
-		Relocs: []Reloc{{
+		Fixups: []pack.Fixup{{
 			Symbol: "ls_test_slot", Offset: 0, Type: elf.R_X86_64_64,
 			Target: "saved_command_line",
 		}},
@@ -65,10 +67,10 @@ func TestValidate(t *testing.T) {
 		want   string // substring of the error; "" means valid
 	}{
 		{"valid", func(*Spec) {}, ""},
-		{"site offset 0", func(s *Spec) { s.Functions[0].SiteOffset = 0; s.Functions[0].OldSize = 5 }, ""},
+		{"site offset 0", func(s *Spec) { s.Functions[0].SiteOffset = 0; s.Functions[0].Size = 5 }, ""},
 		{"dotted names", func(s *Spec) { s.Functions[0].Name = "foo.isra.0" }, ""},
-		{"empty id", func(s *Spec) { s.ID = "" }, `ID ""`},
-		{"upper id", func(s *Spec) { s.ID = "Demo" }, `ID "Demo"`},
+		{"empty id", func(s *Spec) { s.ID = "" }, `update id ""`},
+		{"upper id", func(s *Spec) { s.ID = "Demo" }, `update id "Demo"`},
 		{"dash in name", func(s *Spec) { s.Name = "livesplice-demo" }, `Name "livesplice-demo"`},
 		{"long name", func(s *Spec) { s.Name = strings.Repeat("a", 56) }, "at most 55"},
 		{"nul in description", func(s *Spec) { s.Description = "a\x00b" }, "Description"},
@@ -77,14 +79,14 @@ func TestValidate(t *testing.T) {
 		{"bad func name", func(s *Spec) { s.Functions[0].Name = "foo bar" }, `Functions[0].Name "foo bar"`},
 		{"bad new symbol", func(s *Spec) { s.Functions[0].NewSymbol = "" }, `Functions[0].NewSymbol ""`},
 		{"site offset 3", func(s *Spec) { s.Functions[0].SiteOffset = 3 }, "SiteOffset 3"},
-		{"old size too small", func(s *Spec) { s.Functions[0].OldSize = 9 }, "OldSize 9: want at least SiteOffset+5 = 10"},
+		{"old size too small", func(s *Spec) { s.Functions[0].Size = 9 }, "Size 9: want at least SiteOffset+5 = 10"},
 		{"new size zero", func(s *Spec) { s.Functions[0].NewSize = 0 }, "NewSize 0"},
 		{"duplicate function", func(s *Spec) { s.Functions = append(s.Functions, s.Functions[0]) },
 			`Functions[1].Name "cmdline_proc_show": already replaced by Functions[0]`},
-		{"bad reloc symbol", func(s *Spec) { s.Relocs[0].Symbol = "a-b" }, `Relocs[0].Symbol "a-b"`},
-		{"bad reloc target", func(s *Spec) { s.Relocs[0].Target = "" }, `Relocs[0].Target ""`},
-		{"reloc type 32", func(s *Spec) { s.Relocs[0].Type = elf.R_X86_64_32 }, "Type R_X86_64_32: unsupported"},
-		{"reloc type GOTPCREL", func(s *Spec) { s.Relocs[0].Type = elf.R_X86_64_GOTPCREL }, "Type R_X86_64_GOTPCREL: unsupported"},
+		{"bad reloc symbol", func(s *Spec) { s.Fixups[0].Symbol = "a-b" }, `Fixups[0].Symbol "a-b"`},
+		{"bad reloc target", func(s *Spec) { s.Fixups[0].Target = "" }, `Fixups[0].Target ""`},
+		{"reloc type 32", func(s *Spec) { s.Fixups[0].Type = elf.R_X86_64_32 }, "Type R_X86_64_32: unsupported"},
+		{"reloc type GOTPCREL", func(s *Spec) { s.Fixups[0].Type = elf.R_X86_64_GOTPCREL }, "Type R_X86_64_GOTPCREL: unsupported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,10 +124,10 @@ func TestSymbols(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var s Spec
 			for _, f := range tt.funcs {
-				s.Functions = append(s.Functions, Func{Name: f})
+				s.Functions = append(s.Functions, pack.Function{Name: f})
 			}
 			for _, r := range tt.relocs {
-				s.Relocs = append(s.Relocs, Reloc{Target: r})
+				s.Fixups = append(s.Fixups, pack.Fixup{Target: r})
 			}
 			if got := s.Symbols(); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Symbols = %q, want %q", got, tt.want)
@@ -137,9 +139,9 @@ func TestSymbols(t *testing.T) {
 func TestGenerate(t *testing.T) {
 	obj := compileObject(t, testObjectSrc)
 	s := testSpec(obj)
-	s.Relocs = append(s.Relocs,
-		Reloc{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_PLT32, Target: "cmdline_proc_show", Addend: -4},
-		Reloc{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_32S, Target: "saved_command_line", Addend: 8},
+	s.Fixups = append(s.Fixups,
+		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_PLT32, Target: "cmdline_proc_show", Addend: -4},
+		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_32S, Target: "saved_command_line", Addend: 8},
 	)
 	dir := filepath.Join(t.TempDir(), "out")
 	syms, err := Generate(s, dir)
@@ -222,14 +224,14 @@ func TestGenerateRefuses(t *testing.T) {
 		modify func(*Spec)
 		want   string
 	}{
-		{"invalid spec", func(s *Spec) { s.Relocs[0].Type = elf.R_X86_64_GOTPCRELX }, "R_X86_64_GOTPCRELX: unsupported"},
+		{"invalid spec", func(s *Spec) { s.Fixups[0].Type = elf.R_X86_64_GOTPCRELX }, "R_X86_64_GOTPCRELX: unsupported"},
 		{"missing object", func(s *Spec) { s.Objects = []string{"/nonexistent.o"} }, "Objects[0] /nonexistent.o"},
 		{"not ELF", func(s *Spec) { s.Objects = []string{notELF} }, "Objects[0] " + notELF},
 		{"new symbol undefined", func(s *Spec) { s.Functions[0].NewSymbol = "nope" },
 			`Functions[0] (cmdline_proc_show).NewSymbol "nope": not defined`},
 		{"new size below symbol size", func(s *Spec) { s.Functions[0].NewSize = 1 }, "NewSize 1: smaller than ls_test_new's size"},
-		{"reloc symbol undefined", func(s *Spec) { s.Relocs[0].Symbol = "nope" }, `Relocs[0].Symbol "nope": not defined`},
-		{"reloc past symbol", func(s *Spec) { s.Relocs[0].Offset = 4 }, "Relocs[0] (ls_test_slot+0x4 R_X86_64_64).Offset: 8 bytes do not fit"},
+		{"reloc symbol undefined", func(s *Spec) { s.Fixups[0].Symbol = "nope" }, `Fixups[0].Symbol "nope": not defined`},
+		{"reloc past symbol", func(s *Spec) { s.Fixups[0].Offset = 4 }, "Fixups[0] (ls_test_slot+0x4 R_X86_64_64).Offset: 8 bytes do not fit"},
 		{"reserved prefix", func(s *Spec) { s.Objects = append(s.Objects, reserved) }, "reserved prefix"},
 		{"duplicate symbol", func(s *Spec) { s.Objects = append(s.Objects, dup) }, "symbol ls_test_new is also defined in " + obj},
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/livesplice/livesplice/pack"
 )
 
 // ErrInvalidSpec is wrapped by every error about a Spec that cannot be built.
@@ -15,40 +17,22 @@ type Spec struct {
 	ID          string // update id, e.g. "demo-cmdline" ([a-z0-9_-])
 	Name        string // kernel module name, e.g. "livesplice_demo_cmdline" ([a-z0-9_]); what lsmod shows
 	Description string
-	Functions   []Func
-	Relocs      []Reloc
-	Objects     []string // paths of prebuilt ELF relocatable objects with the replacement code
+	// Functions are the functions to replace; the module uses Name,
+	// NewSymbol (a GLOBAL symbol defined in one of Objects: the
+	// replacement's first byte), Size (validation; the helper checks the
+	// stack against the running symbol's size), NewSize and SiteOffset.
+	Functions []pack.Function
+	// Fixups are the references to the running kernel the helper applies
+	// to the replacement code after load, before anything is patched.
+	Fixups  []pack.Fixup
+	Objects []string // paths of prebuilt ELF relocatable objects with the replacement code
 }
-
-// Func is one function of the running kernel to replace.
-type Func struct {
-	Name       string // the running kernel's function to replace (its address is passed at load, see Generate)
-	NewSymbol  string // GLOBAL symbol defined in one of Objects: the replacement's first byte
-	OldSize    int    // bytes of the old function as built (validation; the helper checks the stack against the running symbol's size)
-	NewSize    int    // bytes of the replacement (for the stack check on undo)
-	SiteOffset int    // where the 5-byte jmp goes in the old function: 5 (after the fentry site) or 0
-}
-
-// Reloc is a fixup the helper applies to the replacement code after load,
-// before anything is patched: the 4 or 8 bytes at NewSymbolBase+Offset get
-// the value computed from the target's address.
-type Reloc struct {
-	Symbol string       // GLOBAL symbol in one of Objects the location is relative to
-	Offset uint64       // offset of the location from Symbol
-	Type   elf.R_X86_64 // R_X86_64_PC32, R_X86_64_PLT32 (S+A-P, s32), R_X86_64_32S (S+A, s32), R_X86_64_64 (S+A)
-	Target string       // kernel symbol name; its address is passed at load
-	Addend int64
-}
-
-// jmpLen is the length of the "jmp rel32" written at each site.
-const jmpLen = 5
 
 // maxNameLen is the longest module name the kernel accepts
 // (MODULE_NAME_LEN - 1 on 64-bit).
 const maxNameLen = 55
 
 var (
-	idRE     = regexp.MustCompile(`^[a-z0-9_-]+$`)
 	nameRE   = regexp.MustCompile(`^[a-z0-9_]+$`)
 	symbolRE = regexp.MustCompile(`^[A-Za-z_.$][A-Za-z0-9_.$]*$`)
 )
@@ -64,15 +48,17 @@ type relocKind struct {
 }
 
 func kindOf(t elf.R_X86_64) (relocKind, bool) {
-	switch t {
-	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
-		return relocKind{"LS_RELOC_PCREL32", 4}, true
-	case elf.R_X86_64_32S:
-		return relocKind{"LS_RELOC_ABS32S", 4}, true
-	case elf.R_X86_64_64:
-		return relocKind{"LS_RELOC_ABS64", 8}, true
+	if !pack.FixupType(t) {
+		return relocKind{}, false
 	}
-	return relocKind{}, false
+	k := relocKind{cname: "LS_RELOC_ABS64", width: uint64(pack.FieldSize(t))}
+	switch {
+	case pack.PCRelative(t):
+		k.cname = "LS_RELOC_PCREL32"
+	case t == elf.R_X86_64_32S:
+		k.cname = "LS_RELOC_ABS32S"
+	}
+	return k, true
 }
 
 func invalid(format string, args ...any) error {
@@ -82,8 +68,8 @@ func invalid(format string, args ...any) error {
 // Validate checks what can be checked without reading the objects: names,
 // sizes, site offsets, uniqueness of functions and relocation types.
 func (s Spec) Validate() error {
-	if !idRE.MatchString(s.ID) {
-		return invalid("ID %q: want [a-z0-9_-]+", s.ID)
+	if err := pack.CheckID(s.ID); err != nil {
+		return invalid("ID: %v", err)
 	}
 	if !nameRE.MatchString(s.Name) || len(s.Name) > maxNameLen {
 		return invalid("Name %q: want [a-z0-9_]+, at most %d characters", s.Name, maxNameLen)
@@ -106,11 +92,11 @@ func (s Spec) Validate() error {
 			return invalid("Functions[%d].Name %q: not a symbol name", i, f.Name)
 		case !symbolRE.MatchString(f.NewSymbol):
 			return invalid("Functions[%d].NewSymbol %q: not a symbol name", i, f.NewSymbol)
-		case f.SiteOffset != 0 && f.SiteOffset != jmpLen:
-			return invalid("Functions[%d] (%s).SiteOffset %d: want 0 or %d", i, f.Name, f.SiteOffset, jmpLen)
-		case f.OldSize < f.SiteOffset+jmpLen:
-			return invalid("Functions[%d] (%s).OldSize %d: want at least SiteOffset+%d = %d",
-				i, f.Name, f.OldSize, jmpLen, f.SiteOffset+jmpLen)
+		case f.SiteOffset != 0 && f.SiteOffset != pack.JumpLen:
+			return invalid("Functions[%d] (%s).SiteOffset %d: want 0 or %d", i, f.Name, f.SiteOffset, pack.JumpLen)
+		case f.Size < f.SiteOffset+pack.JumpLen:
+			return invalid("Functions[%d] (%s).Size %d: want at least SiteOffset+%d = %d",
+				i, f.Name, f.Size, pack.JumpLen, f.SiteOffset+pack.JumpLen)
 		case f.NewSize < 1:
 			return invalid("Functions[%d] (%s).NewSize %d: want at least 1", i, f.Name, f.NewSize)
 		}
@@ -119,15 +105,15 @@ func (s Spec) Validate() error {
 		}
 		seen[f.Name] = i
 	}
-	for i, r := range s.Relocs {
+	for i, r := range s.Fixups {
 		switch {
 		case !symbolRE.MatchString(r.Symbol):
-			return invalid("Relocs[%d].Symbol %q: not a symbol name", i, r.Symbol)
+			return invalid("Fixups[%d].Symbol %q: not a symbol name", i, r.Symbol)
 		case !symbolRE.MatchString(r.Target):
-			return invalid("Relocs[%d].Target %q: not a symbol name", i, r.Target)
+			return invalid("Fixups[%d].Target %q: not a symbol name", i, r.Target)
 		}
 		if _, ok := kindOf(r.Type); !ok {
-			return invalid("Relocs[%d] (%s+%#x).Type %v: unsupported (want R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S or R_X86_64_64)",
+			return invalid("Fixups[%d] (%s+%#x).Type %v: unsupported (want R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S or R_X86_64_64)",
 				i, r.Symbol, r.Offset, r.Type)
 		}
 	}
@@ -136,7 +122,7 @@ func (s Spec) Validate() error {
 
 // Symbols returns the ordered, duplicate-free list of kernel symbols whose
 // addresses the loader passes in the addrs parameter: the helper's own needs
-// first, then each Func.Name, then each Reloc.Target.
+// first, then each Func.Name, then each Fixup.Target.
 func (s Spec) Symbols() []string {
 	syms, _ := s.symbolIndex()
 	return syms
@@ -163,7 +149,7 @@ func (s Spec) symbolIndex() ([]string, map[string]int) {
 	for _, f := range s.Functions {
 		add(f.Name)
 	}
-	for _, r := range s.Relocs {
+	for _, r := range s.Fixups {
 		add(r.Target)
 	}
 	return syms, index

@@ -192,16 +192,21 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("%s: module %q is not among the files", ManifestName, m.Module)
 	}
 	for i, f := range m.Functions {
-		if f.Name == "" || f.Size <= 0 || f.NewSize <= 0 || f.SiteOffset < 0 || f.SiteOffset+5 > f.Size || len(f.PreCode) != f.Size {
+		if !f.complete() || f.NewSize <= 0 || f.SiteOffset < 0 || f.SiteOffset+JumpLen > f.Size {
 			return fmt.Errorf("%s: function %d (%q) is incomplete or inconsistent", ManifestName, i, f.Name)
 		}
 	}
 	for i, f := range m.Anchors {
-		if f.Name == "" || f.Size <= 0 || len(f.PreCode) != f.Size {
+		if !f.complete() {
 			return fmt.Errorf("%s: anchor %d (%q) is incomplete or inconsistent", ManifestName, i, f.Name)
 		}
 	}
 	return nil
+}
+
+// complete reports whether f has what run-pre matching needs.
+func (f *Function) complete() bool {
+	return f.Name != "" && f.Object != "" && f.Size > 0 && len(f.PreCode) == f.Size
 }
 
 // CheckID checks that id is usable as an update id: 1 to 44 characters from

@@ -3,6 +3,7 @@ package pack
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ func testManifest() Manifest {
 		Module:     "livesplice_demo_1.ko",
 		ModuleName: "livesplice_demo_1",
 		Functions: []Function{{
-			Name: "cmdline_proc_show", Object: "fs/proc/cmdline.o", Size: 12, NewSize: 20, SiteOffset: 5,
+			Name: "cmdline_proc_show", Object: Vmlinux, Source: "fs/proc/cmdline.o", Size: 12, NewSize: 20, SiteOffset: 5,
 			PreCode: make([]byte, 12),
 		}},
 		Symbols: []string{"text_poke", "cmdline_proc_show"},
@@ -126,6 +127,54 @@ func TestCheckID(t *testing.T) {
 	for _, tt := range tests {
 		if err := CheckID(tt.id); (err == nil) != tt.ok {
 			t.Errorf("CheckID(%q) = %v, want ok=%v", tt.id, err, tt.ok)
+		}
+	}
+}
+
+// The model's typed fields are written by name and read back as the same
+// values; unknown names are refused.
+func TestModelJSON(t *testing.T) {
+	f := Function{Name: "f", Object: Vmlinux, Source: "fs/x.o", Size: 1, PreCode: []byte{0xc3},
+		PreRelocs: []Reloc{{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4}},
+		PreSites:  []Site{{Kind: SiteJumpLabel, Offset: 5, Len: 2, Target: 9}, {Kind: SiteAlternative, Offset: 7, Len: 3}}}
+	b, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"type":"R_X86_64_PLT32"`, `"kind":"jump_label"`, `"kind":"alternative"`, `"object":"vmlinux"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %s", b, want)
+		}
+	}
+	var g Function
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	if g.PreRelocs[0] != f.PreRelocs[0] || g.PreSites[0].Kind != SiteJumpLabel || g.PreSites[1].Kind != SiteAlternative {
+		t.Errorf("read back %+v, want %+v", g, f)
+	}
+	for _, bad := range []string{
+		`{"pre_relocs":[{"offset":1,"type":"R_X86_64_BOGUS","symbol":"x"}]}`,
+		`{"pre_sites":[{"kind":"static_call"}]}`,
+	} {
+		if err := json.Unmarshal([]byte(bad), &g); err == nil {
+			t.Errorf("%s: read without an error", bad)
+		}
+	}
+}
+
+func TestFieldSize(t *testing.T) {
+	for _, tc := range []struct {
+		t    elf.R_X86_64
+		size int
+		pc   bool
+	}{
+		{elf.R_X86_64_PC32, 4, true}, {elf.R_X86_64_PLT32, 4, true}, {elf.R_X86_64_32S, 4, false},
+		{elf.R_X86_64_32, 4, false}, {elf.R_X86_64_64, 8, false}, {elf.R_X86_64_PC64, 8, true},
+		{elf.R_X86_64_GOTPCREL, 0, false},
+	} {
+		if got := FieldSize(tc.t); got != tc.size || PCRelative(tc.t) != tc.pc {
+			t.Errorf("%v: size %d pc %v, want %d %v", tc.t, got, PCRelative(tc.t), tc.size, tc.pc)
 		}
 	}
 }

@@ -158,7 +158,7 @@ func (m *matcher) seq(pl, ph, ri, rh, inAlt int) (int, error) {
 			alts = nil
 		}
 		sp := m.special(pi, pin)
-		if alts == nil && m.labels[pi].Kind == "" && sp == nil && isNop(pin) {
+		if alts == nil && m.labels[pi].Kind == 0 && sp == nil && isNop(pin) {
 			pi += pin.Len // padding; the running side skips its own below
 			continue
 		}
@@ -192,7 +192,7 @@ func (m *matcher) item(pi int, pin x86asm.Inst, sp *special, alts []pack.Site, r
 	switch {
 	case alts != nil:
 		return m.alternative(pi, ri, rh)
-	case m.labels[pi].Kind != "":
+	case m.labels[pi].Kind != 0:
 		return m.jumpLabel(pi, ri, rh)
 	}
 	var rn int
@@ -298,7 +298,7 @@ func (m *matcher) instruction(pi int, pin x86asm.Inst, ri, rh int) (int, error) 
 // readField returns the symbol address relocation r's field holds in the
 // running code, the field being at running offset at.
 func (m *matcher) readField(r pack.Reloc, at int) (uint64, error) {
-	n := fieldSize(r.Type)
+	n := pack.FieldSize(r.Type)
 	if n == 0 {
 		return 0, fmt.Errorf("relocation %s against %s: type not supported", r.Type, r.Symbol)
 	}
@@ -309,13 +309,13 @@ func (m *matcher) readField(r pack.Reloc, at int) (uint64, error) {
 	switch n {
 	case 4:
 		v = uint64(int64(int32(binary.LittleEndian.Uint32(m.run[at:]))))
-		if r.Type == elf.R_X86_64_32.String() {
+		if r.Type == elf.R_X86_64_32 {
 			v = uint64(binary.LittleEndian.Uint32(m.run[at:]))
 		}
 	case 8:
 		v = binary.LittleEndian.Uint64(m.run[at:])
 	}
-	if pcRelative(r.Type) {
+	if pack.PCRelative(r.Type) {
 		v += m.base + uint64(at)
 	}
 	return v - uint64(r.Addend), nil
@@ -362,7 +362,7 @@ func (m *matcher) deriveBranch(r pack.Reloc, tail int, target uint64, pi, ri int
 func fieldMask(relocs []pack.Reloc, off, n int) []bool {
 	mask := make([]bool, n)
 	for _, r := range relocs {
-		for k := int(r.Offset) - off; k < int(r.Offset)-off+fieldSize(r.Type) && k < n; k++ {
+		for k := int(r.Offset) - off; k < int(r.Offset)-off+pack.FieldSize(r.Type) && k < n; k++ {
 			if k >= 0 {
 				mask[k] = true
 			}
@@ -571,18 +571,4 @@ func isPrefix(in x86asm.Inst, k int) bool {
 		}
 	}
 	return k < n
-}
-
-func fieldSize(t string) int {
-	switch t {
-	case "R_X86_64_PC32", "R_X86_64_PLT32", "R_X86_64_32S", "R_X86_64_32":
-		return 4
-	case "R_X86_64_64", "R_X86_64_PC64":
-		return 8
-	}
-	return 0
-}
-
-func pcRelative(t string) bool {
-	return t == "R_X86_64_PC32" || t == "R_X86_64_PLT32" || t == "R_X86_64_PC64"
 }

@@ -32,6 +32,7 @@ type packView struct {
 type packFunction struct {
 	Name       string `json:"name"`
 	Object     string `json:"object"`
+	Source     string `json:"source"`
 	Size       int    `json:"size"`
 	NewSize    int    `json:"new_size"`
 	SiteOffset int    `json:"site_offset"`
@@ -126,7 +127,7 @@ func inspectPack(name string) (*packView, error) {
 		v.Symbols = []string{}
 	}
 	view := func(f pack.Function) packFunction {
-		return packFunction{Name: f.Name, Object: f.Object, Size: f.Size, NewSize: f.NewSize,
+		return packFunction{Name: f.Name, Object: f.Object, Source: f.Source, Size: f.Size, NewSize: f.NewSize,
 			SiteOffset: f.SiteOffset, PreRelocs: len(f.PreRelocs)}
 	}
 	for _, f := range m.Functions {
@@ -157,9 +158,9 @@ func (v *packView) print(out io.Writer) error {
 	fmt.Fprintf(out, "module:      %s (%s)\n", v.Module, v.ModuleName)
 	fmt.Fprintf(out, "functions replaced (%d):\n", len(v.Functions))
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "  NAME\tOBJECT\tOLD SIZE\tNEW SIZE\tSITE\tPRE RELOCS")
+	fmt.Fprintln(w, "  NAME\tIN\tSOURCE\tOLD SIZE\tNEW SIZE\tSITE\tPRE RELOCS")
 	for _, f := range v.Functions {
-		fmt.Fprintf(w, "  %s\t%s\t%d\t%d\t+%d\t%d\n", f.Name, f.Object, f.Size, f.NewSize, f.SiteOffset, f.PreRelocs)
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%d\t%d\t+%d\t%d\n", f.Name, f.Object, f.Source, f.Size, f.NewSize, f.SiteOffset, f.PreRelocs)
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -167,7 +168,7 @@ func (v *packView) print(out io.Writer) error {
 	if len(v.Anchors) > 0 {
 		fmt.Fprintf(out, "anchors (not replaced; their code locates statics only the update uses) (%d):\n", len(v.Anchors))
 		for _, f := range v.Anchors {
-			fmt.Fprintf(out, "  %s\t%s\t%d bytes\t%d relocations\n", f.Name, f.Object, f.Size, f.PreRelocs)
+			fmt.Fprintf(out, "  %s\t%s\t%s\t%d bytes\t%d relocations\n", f.Name, f.Object, f.Source, f.Size, f.PreRelocs)
 		}
 	}
 	fmt.Fprintf(out, "symbols needed (%d):\n", len(v.Symbols))

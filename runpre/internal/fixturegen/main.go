@@ -20,10 +20,10 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/livesplice/livesplice/builder"
 	"github.com/livesplice/livesplice/differ"
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/kallsyms"
+	"github.com/livesplice/livesplice/pack"
 	"github.com/livesplice/livesplice/runpre/internal/fixture"
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -50,11 +50,11 @@ func run(obj, fn, dump string, index int, all bool, source, out string) error {
 	if err != nil {
 		return err
 	}
-	r, err := differ.PreFunction(f, fn, sizes)
+	pf, err := differ.PreFunction(f, fn, sizes)
 	if err != nil {
 		return err
 	}
-	pf := builder.PackFunction(objName(obj), r)
+	pf.Object, pf.Source = pack.Vmlinux, objName(obj)
 	names := map[string]bool{fn: true}
 	for _, x := range pf.PreRelocs {
 		names[x.Symbol] = true
