@@ -24,7 +24,7 @@ OLD_TARBALL    := $(OLD_SOURCE_DIR)/usr/src/linux-source-6.1.tar.xz
 
 export LIVESPLICE_CACHE := $(CACHE)
 
-.PHONY: all build demo test unit vet kernel-inputs apt-packages bench clean
+.PHONY: all build demo test unit vet kernel-inputs apt-packages bench coverage clean
 
 all: build
 
@@ -79,6 +79,16 @@ test: kernel-inputs vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Coverage on the dev corpus, written to docs/coverage.md (not part of
+# `make test`): every .c patch of the corpus delta that Debian builds,
+# built for 6.1.0-53-amd64 and run in its guest, in a seeded random order.
+# Resumable: results stay in $(CACHE)/coverage and a new run continues;
+# COVERAGE_FLAGS=--fresh starts over, --limit N stops after N patches.
+CORPUS ?= ../shared/corpus/debian-6.1.187-to-6.1.190
+coverage: kernel-inputs
+	$(GO) run ./cmd/livesplice-coverage --corpus $(CORPUS) --cache $(CACHE) \
+		--report docs/coverage.md $(COVERAGE_FLAGS)
 
 clean:
 	rm -rf bin

@@ -33,6 +33,22 @@ type Entry struct {
 // Module reports whether the patched file is built into a module.
 func (e *Entry) Module() bool { return strings.HasPrefix(e.Location, "module:") }
 
+// Modules are the module files the patched file is built into ("ext4.ko"),
+// none for vmlinux and other locations. A file can be part of several.
+func (e *Entry) Modules() []string {
+	loc, ok := strings.CutPrefix(e.Location, "module:")
+	if !ok || loc == "" {
+		return nil
+	}
+	return strings.Split(loc, "+")
+}
+
+// Built reports whether the patch changes a .c file that the target's
+// build compiles, into vmlinux or into modules.
+func (e *Entry) Built() bool {
+	return e.Kind == "c" && (e.Location == "vmlinux" || e.Module())
+}
+
 // Object is the Kbuild object of the patched file: the .c path with .o.
 func (e *Entry) Object() string { return strings.TrimSuffix(e.Path, ".c") + ".o" }
 

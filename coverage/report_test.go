@@ -1,0 +1,199 @@
+package coverage
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livesplice/livesplice/corpus"
+	"github.com/livesplice/livesplice/demo"
+)
+
+// shippedRun is the guest run of a pack that shipped.
+func shippedRun() *GuestRun {
+	return &GuestRun{Boot: "b1", BootPacks: 2, BootSeconds: 30, ApplyStopUS: 900, Steps: []Step{
+		{Name: stepCheck, Seconds: 2}, {Name: stepApply, Seconds: 1, Output: "applied x: f; stop 900 us"},
+		{Name: stepExercise, Seconds: 1, Output: ExerciseOK}, {Name: "reached", Output: "calls of the replaced functions: 2"},
+		{Name: stepUndo, Seconds: 0.5}, {Name: stepLog},
+	}}
+}
+
+// testRecords has one patch of every way of counting.
+func testRecords() map[string]*Record {
+	rec := func(patch, loc, data string, c Category, reason string, g *GuestRun, refusals ...Refusal) *Record {
+		return &Record{Patch: patch, Location: loc, DataChange: data, Version: "v1", When: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
+			Build: Build{BuildOutcome: BuildOutcome{Category: c, Reason: reason, Refusals: refusals}, Seconds: 10, PreSeconds: 1, PreBatch: 8}, Guest: g}
+	}
+	broken := shippedRun()
+	broken.Steps[2].Output, broken.Steps[2].RC = "exercise failed: tcp", 1
+	recs := []*Record{
+		rec("a.patch", "vmlinux", "no", Built, "", shippedRun()),
+		rec("b.patch", "vmlinux", "no", NothingToDo, "only __init code changes: takes effect at the next boot", nil),
+		rec("c.patch", "vmlinux", "no", NotAlone, "kernel/c.c:10: error: implicit declaration of function 'new_helper'", nil),
+		rec("d.patch", "module:d.ko", "maybe", DataChanged, "OBJ: t (section .data.t): initialised data .data.t changed: not supported", nil,
+			Refusal{Cold, "cold text"}, Refusal{DataChanged, "data text"}),
+		rec("e.patch", "vmlinux", "no", DataChanged, "OBJ: t (section .data.t): initialised data .data.t changed: not supported", nil,
+			Refusal{DataChanged, "data text"}),
+		rec("f.patch", "vmlinux", "no", Cold, "cold text", nil, Refusal{Cold, "cold text"}),
+		rec("g.patch", "module:g.ko", "no", Built, "", broken),
+		rec("h.patch", "vmlinux", "no", Built, "", nil),
+	}
+	out := map[string]*Record{}
+	for _, r := range recs {
+		out[r.Patch] = r
+	}
+	return out
+}
+
+func TestCount(t *testing.T) {
+	c := Count(testRecords())
+	// M: a, b, e (data but data_change=no), f, g; not d (data, maybe),
+	// c (does not compile alone), h (pending). N: a and b.
+	want := Counts{Run: 8, Pending: 1, NotCompiling: 1, NotCodeOnly: 1, M: 5, N: 2}
+	if c != want {
+		t.Errorf("Count = %+v, want %+v", c, want)
+	}
+	if got := c.FirstLine(); got != "shipped: 2 of 5 code-only patches (40.0%)" {
+		t.Errorf("first line %q", got)
+	}
+	if got := (Counts{}).FirstLine(); got != "shipped: 0 of 0 code-only patches (0.0%)" {
+		t.Errorf("first line of nothing %q", got)
+	}
+}
+
+func TestWriteReport(t *testing.T) {
+	recs := testRecords()
+	sel := Selection{Corpus: "/x/debian-6.1.187-to-6.1.190", Rows: 1666, Seed: 42,
+		Candidates: map[string]int{StratumVmlinux: 192, StratumModule: 792}, Kernel: demo.Kernel53}
+	for _, p := range []string{"a.patch", "b.patch", "c.patch", "d.patch", "e.patch", "f.patch", "g.patch", "h.patch", "not-run.patch"} {
+		sel.Planned = append(sel.Planned, &corpus.Entry{Patch: p})
+	}
+	var b bytes.Buffer
+	if err := WriteReport(&b, sel, recs); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	first, _, _ := strings.Cut(out, "\n")
+	if first != "shipped: 2 of 5 code-only patches (40.0%)" {
+		t.Errorf("first line %q", first)
+	}
+	for _, want := range []string{
+		"**Partial run:** 8 of the 9 planned patches have a result, 1 of them built and waiting for the guest",
+		"seed 42",
+		"Run so far: 8 (6 vmlinux, 2 module)",
+		"less 1 that do not compile alone against the pre tree, less 1 refused for changed initialised data or struct layout",
+		"| changed initialised data | not in M (data_change=maybe, listed apart) | 1 | 0 | 1 |",
+		"| changed initialised data | M | 1 | 1 | 0 |",
+		"| " + Shipped.Title() + " | M and N | 1 | 1 | 0 | 11.0 | 4.5 |",
+		"| " + NothingToDo.Title() + " | M and N | 1 |",
+		"| " + GuestBroken.Title() + " | M | 1 | 0 | 1 |",
+		"## Listed apart: refused for changed data or struct layout, manifest `data_change=maybe`\n\n- `d.patch` (d.ko): changed initialised data:",
+		"- `b.patch` (vmlinux): nothing to do at run time, and the tool says so: only __init code changes",
+		"| a changed function has a .cold part | 2 | cold text |",
+		"Guest: 1 boots for 2 packs",
+		"Apply stop time (all CPUs held): median 0.9 ms",
+		"of 2 packs applied, ftrace could trace the replaced functions of 2, and the exercise called them in 2",
+		"| 3 | `c.patch` | vmlinux | no | not-alone | kernel/c.c:10: error: implicit declaration of function 'new_helper' | 11.0 | - |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "not-run.patch") {
+		t.Error("report lists a patch that has no result")
+	}
+	// Written to a file, through a temporary one.
+	path := filepath.Join(t.TempDir(), "docs", "coverage.md")
+	if err := WriteReportFile(path, sel, recs); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil || string(data) != out {
+		t.Errorf("report file differs from WriteReport's output (%v)", err)
+	}
+}
+
+func TestStore(t *testing.T) {
+	s := Store{Path: filepath.Join(t.TempDir(), "sub", "results.jsonl")}
+	if got, err := s.Load(); err != nil || len(got) != 0 {
+		t.Fatalf("Load of a missing file = %v, %v", got, err)
+	}
+	recs := testRecords()
+	built := *recs["h.patch"]
+	if err := s.Append(&built, recs["c.patch"]); err != nil {
+		t.Fatal(err)
+	}
+	done := built
+	done.Guest = shippedRun()
+	if err := s.Append(&done); err != nil {
+		t.Fatal(err)
+	}
+	// A line cut short by a kill at the end is ignored.
+	f, err := os.OpenFile(s.Path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"patch":"x.patch","build":{"categ`)
+	f.Close()
+	got, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["h.patch"].Guest == nil || got["h.patch"].Pending() || got["c.patch"].Build.Category != NotAlone {
+		t.Errorf("Load = %+v: want h.patch's last record (with its guest run) and c.patch", got)
+	}
+	if got["h.patch"].Outcome().Category != Shipped {
+		t.Errorf("h.patch outcome %+v after its guest run", got["h.patch"].Outcome())
+	}
+	// The next record starts on a line of its own.
+	if err := s.Append(recs["a.patch"]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(); err != nil || len(got) != 3 || got["a.patch"] == nil || got["x.patch"] != nil {
+		t.Errorf("after a cut line and an append: %v, %v; want a, c and h", got, err)
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(); err != nil || len(got) != 0 {
+		t.Errorf("after Restart: %d records, %v", len(got), err)
+	}
+	if _, err := os.Stat(s.Path + ".old"); err != nil {
+		t.Errorf("Restart kept no old file: %v", err)
+	}
+}
+
+func TestModuleDeps(t *testing.T) {
+	dir := t.TempDir()
+	dep := `kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko
+kernel/fs/mbcache.ko:
+kernel/lib/crc16.ko:
+kernel/drivers/x/x.ko: kernel/fs/mbcache.ko
+kernel/loop/a.ko: kernel/loop/b.ko
+kernel/loop/b.ko: kernel/loop/a.ko
+`
+	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	md, err := ReadModuleDeps(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := md.LoadOrder([]string{"ext4.ko", "x.ko"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko kernel/fs/ext4/ext4.ko kernel/drivers/x/x.ko"
+	if strings.Join(got, " ") != want {
+		t.Errorf("LoadOrder = %v, want %s", got, want)
+	}
+	for _, bad := range []string{"nope.ko", "a.ko"} {
+		if _, err := md.LoadOrder([]string{bad}); err == nil {
+			t.Errorf("LoadOrder(%s): no error", bad)
+		}
+	}
+}
