@@ -45,6 +45,24 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("patch %s cannot be turned into an update:\n  %s", e.Patch, strings.Join(e.Refusals, "\n  "))
 }
 
+// NothingToDoError says a patch changes no code the running kernel will
+// run again: its objects compile to the same code, or it changes only
+// code that runs at boot, module load or unload (NextBoot names it, as
+// "object: function (section)"). There is nothing to apply; the change
+// takes effect with the next boot.
+type NothingToDoError struct {
+	Patch    string
+	NextBoot []string
+}
+
+func (e *NothingToDoError) Error() string {
+	if len(e.NextBoot) == 0 {
+		return fmt.Sprintf("patch %s changes no code of the running kernel (the objects it touches compile to the same code): nothing to do at run time", e.Patch)
+	}
+	return fmt.Sprintf("patch %s changes only code that runs at boot, module load or unload: nothing to do at run time; it takes effect with the next boot:\n  %s",
+		e.Patch, strings.Join(e.NextBoot, "\n  "))
+}
+
 // Build compiles the objects the patch touches before and after it, finds
 // the changed functions, builds the update module and writes the pack.
 func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
@@ -110,12 +128,12 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Name:        pack.ModuleName(o.ID),
 		Description: o.Description,
 	}
-	var funcs, anchors []pack.Function
+	var u extracted
 	var refused []string
 	for i, obj := range objects {
 		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
 		xopts.Prefix = fmt.Sprintf("ls%d_", i)
-		fs, as, err := extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
+		err := u.extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
 		var re *RefusedError
 		if errors.As(err, &re) {
 			refused = append(refused, re.Refusals...)
@@ -124,14 +142,12 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		if err != nil {
 			return nil, err
 		}
-		funcs = append(funcs, fs...)
-		anchors = append(anchors, as...)
 	}
 	if len(refused) > 0 {
 		return nil, &RefusedError{Patch: o.Patch, Refusals: refused}
 	}
-	if len(funcs) == 0 {
-		return nil, &RefusedError{Patch: o.Patch, Refusals: []string{"the patch changes no function's code"}}
+	if len(u.funcs) == 0 {
+		return nil, &NothingToDoError{Patch: o.Patch, NextBoot: u.nextBoot}
 	}
 
 	symbols, err := module.Generate(spec, modDir)
@@ -153,8 +169,9 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Target:      pack.Target{Release: o.Tree.Release, Version: version, Compiler: compiler, Source: o.Source},
 		Module:      spec.Name + ".ko",
 		ModuleName:  spec.Name,
-		Functions:   funcs,
-		Anchors:     anchors,
+		Functions:   u.funcs,
+		Anchors:     u.anchors,
+		NextBoot:    u.nextBoot,
 		Symbols:     symbols,
 	}
 	if err := pack.Write(o.Out, m, map[string][]byte{m.Module: koData}); err != nil {
@@ -191,31 +208,40 @@ func builtIn(tree, obj string) error {
 	return nil
 }
 
+// extracted is what the objects of one update give: the replaced
+// functions, the anchors, and what takes effect only at the next boot.
+type extracted struct {
+	funcs, anchors []pack.Function
+	nextBoot       []string
+}
+
 // extract diffs one object and writes its replacement code to out, adding
-// what the module needs to spec. It returns the replaced functions and the
-// anchors.
-func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) (funcs, anchors []pack.Function, err error) {
+// what the module needs to spec and the functions to u.
+func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) error {
 	pre, err := elfobj.Open(prePath)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	post, err := elfobj.Open(postPath)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	cs, err := differ.Diff(pre, post)
 	if err != nil {
-		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
+		return fmt.Errorf("object %s: %w", obj, err)
 	}
 	if len(cs.Refused) > 0 {
-		return nil, nil, refusedError(obj, cs.Refused)
+		return refusedError(obj, cs.Refused)
+	}
+	for _, fn := range cs.NextBoot {
+		u.nextBoot = append(u.nextBoot, fmt.Sprintf("%s: %s (%s)", obj, fn.Name, fn.Section))
 	}
 	if len(cs.Changed) == 0 && len(cs.Added) == 0 {
-		return nil, nil, nil
+		return nil
 	}
 	f, err := os.Create(out)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	xopts.Object, xopts.Source = pack.Vmlinux, obj
 	ex, err := differ.Extract(cs, xopts, f)
@@ -224,15 +250,17 @@ func extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out str
 	}
 	var dre *differ.RefusedError
 	if errors.As(err, &dre) {
-		return nil, nil, refusedError(obj, dre.Refused)
+		return refusedError(obj, dre.Refused)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("object %s: %w", obj, err)
+		return fmt.Errorf("object %s: %w", obj, err)
 	}
 	spec.Objects = append(spec.Objects, out)
 	spec.Functions = append(spec.Functions, ex.Functions...)
 	spec.Fixups = append(spec.Fixups, ex.Fixups...)
-	return ex.Functions, ex.Anchors, nil
+	u.funcs = append(u.funcs, ex.Functions...)
+	u.anchors = append(u.anchors, ex.Anchors...)
+	return nil
 }
 
 // refusedError names the object in each of the differ's refusals.

@@ -27,6 +27,11 @@ type Changeset struct {
 	// AddedData lists data symbols only in post (new static variables,
 	// new compiler statics such as __warned.N).
 	AddedData []Data
+	// NextBoot lists changed and new functions that only run at boot or
+	// module load (__init) or at module unload (__exit): the running
+	// kernel has already run them, or never will, so the update does not
+	// carry them; they take effect with the next boot.
+	NextBoot []Function
 	// pre is the pre object Diff was given; post is Diff's own copy of
 	// the post object, renamed (Renamed): Extract reads both.
 	pre, post *elfobj.File
@@ -299,6 +304,8 @@ func (d *differ) checkShippable() {
 	for _, r := range d.cs.Refused {
 		refused[r.Symbol] = true
 	}
+	d.cs.Changed = d.setNextBoot(d.cs.Changed)
+	d.cs.Added = d.setNextBoot(d.cs.Added)
 	extracted := d.extractedSet()
 	keep := func(fns []Function, changed bool) []Function {
 		var out []Function
@@ -313,6 +320,20 @@ func (d *differ) checkShippable() {
 	}
 	d.cs.Changed = keep(d.cs.Changed, true)
 	d.cs.Added = keep(d.cs.Added, false)
+}
+
+// setNextBoot moves the __init and __exit functions of fns to NextBoot
+// and returns the others.
+func (d *differ) setNextBoot(fns []Function) []Function {
+	var out []Function
+	for _, fn := range fns {
+		if initSection(fn.Section) || exitSection(fn.Section) {
+			d.cs.NextBoot = append(d.cs.NextBoot, fn)
+			continue
+		}
+		out = append(out, fn)
+	}
+	return out
 }
 
 func (d *differ) extractedSet() map[string]bool {
@@ -388,6 +409,7 @@ func sortChangeset(cs *Changeset) {
 	byName := func(a, b Function) int { return strings.Compare(a.Name, b.Name) }
 	slices.SortFunc(cs.Changed, byName)
 	slices.SortFunc(cs.Added, byName)
+	slices.SortFunc(cs.NextBoot, byName)
 	slices.SortFunc(cs.AddedData, func(a, b Data) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortStableFunc(cs.Refused, func(a, b Refusal) int { return strings.Compare(a.Symbol, b.Symbol) })
 }

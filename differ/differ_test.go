@@ -44,6 +44,8 @@ __attribute__((noinline)) static int helper(int x) { return x * 3 + shared_count
 int compute(int x) { return helper(x) + table[x & 3]; }
 int report(int x) { printk("report %d\n", x); return x; }
 int other(int x) { return x - 7; }
+__attribute__((section(".init.text"))) int setup(int x) { return x + 11; }
+__attribute__((section(".exit.text"))) void teardown(void) { shared_counter = 0; }
 `
 
 func names(fns []Function) string {
@@ -60,6 +62,7 @@ func TestDiff(t *testing.T) {
 		post          string
 		changed       string
 		added         string
+		nextBoot      string
 		refusedSym    string
 		refusedReason string
 	}{
@@ -71,6 +74,12 @@ func TestDiff(t *testing.T) {
 		{name: "data", post: strings.Replace(base, "{1, 2, 3, 4}", "{1, 2, 3, 5}", 1),
 			refusedSym: "table", refusedReason: "initialised data .data.table changed: not supported"},
 		{name: "static-call", post: strings.Replace(base, "table[x & 3]; }", "table[x & 1]; }", 1), changed: "compute"},
+		{name: "init-only", post: strings.Replace(base, "x + 11", "x + 12", 1), nextBoot: "setup"},
+		{name: "exit-only", post: strings.Replace(base, "shared_counter = 0", "shared_counter = 1", 1), nextBoot: "teardown"},
+		{name: "init-and-body", post: strings.Replace(strings.Replace(base, "x + 11", "x + 12", 1), "x - 7", "x - 8", 1),
+			changed: "other", nextBoot: "setup"},
+		{name: "new-init", post: strings.Replace(base, "int other(", `__attribute__((section(".init.text"))) int early(int x) { return setup(x) * 2; }
+int other(`, 1), nextBoot: "early"},
 	}
 	pre := build(t, "pre", base)
 	for _, tc := range tests {
@@ -85,6 +94,9 @@ func TestDiff(t *testing.T) {
 			}
 			if got := names(cs.Added); got != tc.added {
 				t.Errorf("Added = %q, want %q", got, tc.added)
+			}
+			if got := names(cs.NextBoot); got != tc.nextBoot {
+				t.Errorf("NextBoot = %q, want %q", got, tc.nextBoot)
 			}
 			checkRefused(t, cs, tc.refusedSym, tc.refusedReason)
 		})

@@ -24,6 +24,10 @@ type Manifest struct {
 	// for run-pre matching: their code locates statics only the
 	// replacement refers to. Only the pre fields are set.
 	Anchors []Function `json:"anchors,omitempty"`
+	// NextBoot names the changes of the patch the update does not carry
+	// because they only run at boot, module load or unload ("object:
+	// function (section)"): they take effect with the next boot.
+	NextBoot []string `json:"next_boot,omitempty"`
 	// Symbols are the kernel symbols whose addresses the loader passes to
 	// the module, in the order the module expects them (its "addrs"
 	// parameter). The module checks each one against kallsyms' name for

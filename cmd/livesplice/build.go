@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -97,6 +98,10 @@ func buildCmd() *cobra.Command {
 				fmt.Printf(" %s", f.Name)
 			}
 			fmt.Println()
+			if len(m.NextBoot) > 0 {
+				fmt.Printf("not in the update, takes effect with the next boot (runs only at boot, module load or unload):\n  %s\n",
+					strings.Join(m.NextBoot, "\n  "))
+			}
 			return nil
 		},
 	}

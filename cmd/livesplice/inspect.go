@@ -26,6 +26,7 @@ type packView struct {
 	ModuleName  string         `json:"module_name"`
 	Functions   []packFunction `json:"functions"`
 	Anchors     []packFunction `json:"anchors,omitempty"`
+	NextBoot    []string       `json:"next_boot,omitempty"`
 	Symbols     []string       `json:"symbols"`
 }
 
@@ -48,6 +49,7 @@ type changesetView struct {
 	Refused   []refusalView  `json:"refused"`
 	Renamed   []renamedView  `json:"renamed,omitempty"`
 	AddedData []dataView     `json:"added_data,omitempty"`
+	NextBoot  []functionView `json:"next_boot,omitempty"`
 }
 
 type functionView struct {
@@ -120,7 +122,7 @@ func inspectPack(name string) (*packView, error) {
 	m := p.Manifest
 	v := &packView{
 		Pack: name, ID: m.ID, Description: m.Description, CVEs: m.CVEs, Target: m.Target,
-		Module: m.Module, ModuleName: m.ModuleName, Symbols: m.Symbols,
+		Module: m.Module, ModuleName: m.ModuleName, Symbols: m.Symbols, NextBoot: m.NextBoot,
 		Functions: make([]packFunction, 0, len(m.Functions)),
 	}
 	if v.Symbols == nil {
@@ -171,6 +173,12 @@ func (v *packView) print(out io.Writer) error {
 			fmt.Fprintf(out, "  %s\t%s\t%s\t%d bytes\t%d relocations\n", f.Name, f.Object, f.Source, f.Size, f.PreRelocs)
 		}
 	}
+	if len(v.NextBoot) > 0 {
+		fmt.Fprintf(out, "not carried, takes effect with the next boot (%d):\n", len(v.NextBoot))
+		for _, s := range v.NextBoot {
+			fmt.Fprintf(out, "  %s\n", s)
+		}
+	}
 	fmt.Fprintf(out, "symbols needed (%d):\n", len(v.Symbols))
 	for _, s := range v.Symbols {
 		fmt.Fprintf(out, "  %s\n", s)
@@ -193,7 +201,7 @@ func inspectObjects(pre, post string) (*changesetView, error) {
 	}
 	v := &changesetView{
 		Pre: pre, Post: post,
-		Changed: functionViews(cs.Changed), Added: functionViews(cs.Added),
+		Changed: functionViews(cs.Changed), Added: functionViews(cs.Added), NextBoot: functionViews(cs.NextBoot),
 		Refused: make([]refusalView, 0, len(cs.Refused)),
 	}
 	for _, r := range cs.Renamed {
@@ -240,6 +248,12 @@ func (v *changesetView) print(out io.Writer) error {
 		fmt.Fprintf(out, "data added (%d):\n", len(v.AddedData))
 		for _, d := range v.AddedData {
 			fmt.Fprintf(out, "  %s (%s) %d bytes\n", d.Name, d.Section, d.Size)
+		}
+	}
+	if len(v.NextBoot) > 0 {
+		fmt.Fprintf(out, "not carried, takes effect with the next boot (boot, module load or unload code) (%d):\n", len(v.NextBoot))
+		for _, f := range v.NextBoot {
+			fmt.Fprintf(out, "  %s (%s)\n", f.Name, f.Section)
 		}
 	}
 	if len(v.Renamed) > 0 {

@@ -4,7 +4,8 @@
 // Exit codes: 0 success, 1 other errors, 2 usage, 3 bad pack, 4 wrong
 // kernel, 5 missing or ambiguous symbol, 6 busy (a task is in the code),
 // 7 code mismatch, 8 wrong state, 9 the kernel refused the module,
-// 10 the patch cannot be turned into an update.
+// 10 the patch cannot be turned into an update, 11 the patch has nothing
+// to do at run time (no code change, or only __init/__exit code).
 package main
 
 import (
@@ -31,6 +32,7 @@ const (
 	exitState    = 8
 	exitLoad     = 9
 	exitRefused  = 10
+	exitNothing  = 11
 )
 
 func main() {
@@ -53,6 +55,7 @@ func exitCode(err error) int {
 	var le *loader.Error
 	var fe *pack.FormatError
 	var re *builder.RefusedError
+	var ne *builder.NothingToDoError
 	var ue usageError
 	switch {
 	case errors.As(err, &le):
@@ -65,6 +68,8 @@ func exitCode(err error) int {
 		return exitPack
 	case errors.As(err, &re):
 		return exitRefused
+	case errors.As(err, &ne):
+		return exitNothing
 	case errors.As(err, &ue):
 		return exitUsage
 	}
