@@ -150,6 +150,9 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		return nil, &NothingToDoError{Patch: o.Patch, NextBoot: u.nextBoot}
 	}
 
+	if spec.ImportNS, err = module.Namespaces(o.Headers, spec.Objects); err != nil {
+		return nil, err
+	}
 	symbols, err := module.Generate(spec, modDir)
 	if err != nil {
 		return nil, err

@@ -1,8 +1,6 @@
 package module
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"debug/elf"
@@ -181,26 +179,4 @@ func probeSizes(ctx context.Context, headers string) (map[string]int, error) {
 		return m, nil
 	}
 	return nil, fmt.Errorf("module: probing entry sizes: no %s in the probe object", probeSymbol)
-}
-
-// Exported returns the symbols vmlinux exports, from the headers tree's
-// Module.symvers: what the kernel's module loader resolves (and modpost
-// versions) when a module references them.
-func Exported(headers string) (map[string]bool, error) {
-	data, err := os.ReadFile(filepath.Join(headers, "Module.symvers"))
-	if err != nil {
-		return nil, fmt.Errorf("module: %w", err)
-	}
-	set := map[string]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Split(sc.Text(), "\t")
-		if len(f) >= 3 && f[2] == "vmlinux" {
-			set[f[1]] = true
-		}
-	}
-	if len(set) == 0 {
-		return nil, fmt.Errorf("module: %s/Module.symvers lists no vmlinux exports", headers)
-	}
-	return set, nil
 }

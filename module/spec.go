@@ -26,6 +26,9 @@ type Spec struct {
 	// to the replacement code after load, before anything is patched.
 	Fixups  []pack.Fixup
 	Objects []string // paths of prebuilt ELF relocatable objects with the replacement code
+	// ImportNS are the symbol namespaces the objects use exports of
+	// (Namespaces): the module imports them.
+	ImportNS []string
 }
 
 // maxNameLen is the longest module name the kernel accepts
@@ -35,6 +38,7 @@ const maxNameLen = 55
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9_]+$`)
 	symbolRE = regexp.MustCompile(`^[A-Za-z_.$][A-Za-z0-9_.$]*$`)
+	nsRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // reservedPrefix starts every global symbol of the helper and the metadata;
@@ -104,6 +108,11 @@ func (s Spec) Validate() error {
 			return invalid("Functions[%d].Name %q: already replaced by Functions[%d]", i, f.Name, j)
 		}
 		seen[f.Name] = i
+	}
+	for i, ns := range s.ImportNS {
+		if !nsRE.MatchString(ns) {
+			return invalid("ImportNS[%d] %q: not a namespace name", i, ns)
+		}
 	}
 	for i, r := range s.Fixups {
 		switch {
