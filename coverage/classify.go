@@ -162,6 +162,7 @@ type typedRule func(err error, n Names) (BuildOutcome, bool)
 // typedRules are tried in order.
 var typedRules = []typedRule{
 	refusedRule,
+	nothingRule,
 	sentinel(module.ErrBuild, UpdateModule),
 	sentinel(context.DeadlineExceeded, BuildTimeout),
 }
@@ -188,6 +189,20 @@ func refusedRule(err error, n Names) (BuildOutcome, bool) {
 		o.Category, o.Reason = OtherRefusal, n.normalise(firstLine(err.Error()))
 	}
 	return o, true
+}
+
+// nothingRule classifies a *builder.NothingToDoError, naming what takes
+// effect at the next boot.
+func nothingRule(err error, n Names) (BuildOutcome, bool) {
+	var nd *builder.NothingToDoError
+	if !errors.As(err, &nd) {
+		return BuildOutcome{}, false
+	}
+	reason := n.normalise(firstLine(err.Error()))
+	if len(nd.NextBoot) > 0 {
+		reason += " " + n.normalise(strings.Join(nd.NextBoot, "; "))
+	}
+	return BuildOutcome{Category: NothingToDo, Reason: reason}, true
 }
 
 // sentinel classifies errors that wrap target as c.

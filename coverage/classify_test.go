@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/livesplice/livesplice/builder"
@@ -43,6 +44,9 @@ func TestClassifyBuild(t *testing.T) {
 		{"static key before unexported", refused(keyText), StaticKey, "", []Category{StaticKey}},
 		{"cold before __init", refused(initText, coldText), Cold, "", []Category{InitCode, Cold}},
 		{"no code", refused(noCodeText), NoCode, noCodeText, []Category{NoCode}},
+		{"nothing to do", fmt.Errorf("x: %w", &builder.NothingToDoError{Patch: "/corpus/net__ipv4__arp.c.patch"}), NothingToDo, "", nil},
+		{"next boot", &builder.NothingToDoError{Patch: "/corpus/init__main.c.patch", NextBoot: []string{"init/main.o: start_kernel (.init.text)"}}, NothingToDo,
+			"init/main.o: start_kernel (.init.text)", nil},
 		{"unknown reason", refused("net/ipv4/arp.o: x (section .text.x): something new"), OtherRefusal,
 			"OBJ: x (section .text.x): something new", []Category{OtherRefusal}},
 		{"update module", fmt.Errorf("module: make in /cache/work/c-arp/module: %w: exit status 2\nERROR: modpost: ...", module.ErrBuild), UpdateModule,
@@ -59,7 +63,7 @@ func TestClassifyBuild(t *testing.T) {
 			if got.Category != tc.want {
 				t.Errorf("category %q (%s), want %q", got.Category, got.Reason, tc.want)
 			}
-			if tc.reason != "" && got.Reason != tc.reason {
+			if tc.reason != "" && got.Reason != tc.reason && !strings.HasSuffix(got.Reason, " "+tc.reason) {
 				t.Errorf("reason %q, want %q", got.Reason, tc.reason)
 			}
 			var cats []Category

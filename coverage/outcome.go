@@ -130,7 +130,7 @@ func (g *GuestRun) stepOutput(name string) string {
 var exitMeanings = map[int]string{
 	1: "other error", 2: "usage", 3: "bad pack", 4: "another kernel build", 5: "missing or ambiguous symbol",
 	6: "busy", 7: "code mismatch", 8: "wrong state", 9: "the kernel refused the module",
-	10: "cannot be turned into an update", 124: "killed by its time limit", 143: "killed by its time limit",
+	10: "cannot be turned into an update", 11: "nothing to do at run time", 12: "does not compile", 124: "killed by its time limit", 143: "killed by its time limit",
 }
 
 // ExitMeaning says what a livesplice exit code means.

@@ -179,11 +179,6 @@ func (r *Runner) Run(ctx context.Context) (map[string]*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The guest's livesplice comes from the same sources as the builder
-	// linked into this run: built now, not when the first pack is ready.
-	if r.binary, err = r.setup.Binary(ctx); err != nil {
-		return nil, err
-	}
 	var todo []*corpus.Entry
 	var waiting []*Record
 	for _, e := range r.sel.Planned {
@@ -199,6 +194,14 @@ func (r *Runner) Run(ctx context.Context) (map[string]*Record, error) {
 	}
 	fmt.Fprintf(r.o.Log, "coverage: %d patches planned, %d done, %d to build, %d packs waiting for the guest (source %s)\n",
 		len(r.sel.Planned), len(r.sel.Planned)-len(todo)-len(waiting), len(todo), len(waiting), r.version)
+	if len(todo)+len(waiting) > 0 {
+		// The guest's livesplice comes from the same sources as the
+		// builder linked into this run: built now, not when the first
+		// pack is ready.
+		if r.binary, err = r.setup.Binary(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.runGuest(ctx, waiting); err != nil {
 		return nil, err
 	}
