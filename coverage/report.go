@@ -134,6 +134,7 @@ func WriteReport(w io.Writer, sel Selection, recs map[string]*Record) error {
 		p.f(", less %d waiting for the guest", c.Pending)
 	}
 	p.f(", less %d that do not compile alone against the pre tree, less %d refused for changed initialised data or struct layout that the manifest also marks `data_change=maybe` (listed apart below) = **%d**.\n", c.NotCompiling, c.NotCodeOnly, c.M)
+	p.f("- A patch refused before its post object was compiled (a module object, today) is in M: whether it compiles alone is not known.\n")
 	p.f("- N = those of M that built, checked, applied, kept the guest working (exercise passed, no warning, BUG or oops in the kernel log) and undid, plus those the tool correctly reports as having nothing to do at run time = **%d**.\n\n", c.N)
 
 	rows := groupRows(ordered)
