@@ -19,9 +19,11 @@ import (
 func (x *extractor) anchors() ([]pack.Function, error) {
 	covered := map[string]bool{}
 	for _, r := range x.out.Functions {
-		covered[r.Name] = true
-		for _, rel := range r.PreRelocs {
-			covered[rel.Symbol] = true
+		for _, f := range append([]pack.Function{r}, r.Cold...) {
+			covered[f.Name] = true
+			for _, rel := range f.PreRelocs {
+				covered[rel.Symbol] = true
+			}
 		}
 	}
 	var funcs, data []*elfobj.Symbol

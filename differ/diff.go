@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -59,8 +58,6 @@ type differ struct {
 	cs        Changeset
 }
 
-var coldName = regexp.MustCompile(`^(.+)\.cold(\.[0-9]+)?$`)
-
 // Diff compares the pre and post builds of one object.
 //
 // Diff correlates the symbols of pre and post (see Renamed) and gives
@@ -95,7 +92,10 @@ func (d *differ) refuse(sym, sec, format string, args ...any) {
 // compareFunctions fills Changed, Added and name-level refusals.
 func (d *differ) compareFunctions() error {
 	for _, name := range sortedNames(d.post.funcs) {
-		if coldName.MatchString(name) {
+		if _, cold := coldParent(name); cold {
+			if err := d.compareOrphanCold(name); err != nil {
+				return err
+			}
 			continue // judged with its parent
 		}
 		postSyms, preSyms := d.post.funcs[name], d.pre.funcs[name]
@@ -127,7 +127,7 @@ func (d *differ) compareFunctions() error {
 }
 
 // sameCopies compares the copies of one function name, pairwise, and
-// their .cold parts.
+// their cold parts (cold.go).
 func (d *differ) sameCopies(name string, pre, post []*elfobj.Symbol) (bool, error) {
 	if len(pre) != len(post) {
 		return false, nil
@@ -138,17 +138,7 @@ func (d *differ) sameCopies(name string, pre, post []*elfobj.Symbol) (bool, erro
 			return same, err
 		}
 	}
-	preCold, postCold := d.pre.funcs[name+".cold"], d.post.funcs[name+".cold"]
-	if len(preCold) != len(postCold) {
-		return false, nil
-	}
-	for i := range preCold {
-		same, err := d.sameFunc(preCold[i], postCold[i])
-		if err != nil || !same {
-			return same, err
-		}
-	}
-	return true, nil
+	return d.sameCold(name)
 }
 
 // sameFunc compares two functions: masked bytes, then relocations by
@@ -344,7 +334,7 @@ func (d *differ) extractedSet() map[string]bool {
 	for _, fn := range d.cs.Added {
 		set[fn.Name] = true
 	}
-	return set
+	return extractedWithCold(d.post, set)
 }
 
 // functionRefusals runs every check that decides whether one function
@@ -355,7 +345,7 @@ func (d *differ) functionRefusals(name string, changed bool, extracted map[strin
 	if post == nil {
 		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in post", name)}}
 	}
-	if rs := kindRefusals(d.pre, d.post, post, changed); len(rs) > 0 {
+	if rs := kindRefusals(post, changed); len(rs) > 0 {
 		return rs
 	}
 	var rs []Refusal
@@ -367,13 +357,17 @@ func (d *differ) functionRefusals(name string, changed bool, extracted map[strin
 		_, siteRs := siteCheck(d.pre, pre)
 		rs = append(rs, siteRs...)
 	}
-	_, planRs := planFunction(d.pre, d.post, post, extracted, &dataPolicy{added: addedData(d.post, d.cs.AddedData)})
-	return append(rs, planRs...)
+	pol := &dataPolicy{added: addedData(d.post, d.cs.AddedData)}
+	p, planRs := planFunction(d.pre, d.post, post, extracted, pol)
+	rs = append(rs, planRs...)
+	if p != nil {
+		rs = append(rs, planCold(d.pre, d.post, p, extracted, pol)...)
+	}
+	return rs
 }
 
-// kindRefusals refuses functions by what they are: __init/__exit code,
-// functions with .cold parts.
-func kindRefusals(pre, post *object, fn *elfobj.Symbol, changed bool) []Refusal {
+// kindRefusals refuses functions by what they are: __init/__exit code.
+func kindRefusals(fn *elfobj.Symbol, changed bool) []Refusal {
 	name, sec := fn.Name, fn.Section.Name
 	ref := func(reason string) []Refusal { return []Refusal{{Symbol: name, Section: sec, Reason: reason}} }
 	switch {
@@ -383,8 +377,6 @@ func kindRefusals(pre, post *object, fn *elfobj.Symbol, changed bool) []Refusal 
 		return ref("new __init function: it would never run")
 	case exitSection(sec):
 		return ref("__exit function changed: not supported (discarded from the built-in kernel)")
-	case len(post.funcs[name+".cold"]) > 0 || len(pre.funcs[name+".cold"]) > 0:
-		return ref(fmt.Sprintf("has a .cold part (%s.cold, moved out by gcc): not supported by this cut", name))
 	}
 	return nil
 }

@@ -75,6 +75,21 @@ type plan struct {
 	// directly or through other new data (newdata.go).
 	data     []*carriedData
 	dataSeen map[*elfobj.Symbol]bool
+	// parts are the function's cold parts, written after it in its
+	// section (cold.go); a part has its root and its offset there. size
+	// is the function's size with its parts.
+	parts []*plan
+	root  *plan
+	at    uint64
+	size  uint64
+}
+
+// rootName is the name of the function whose section p is written in.
+func (p *plan) rootName() string {
+	if p.root != nil {
+		return p.root.fn.Name
+	}
+	return p.fn.Name
 }
 
 // localReloc is a relocation that stays in the written object, to an
@@ -97,7 +112,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 	if err != nil {
 		return nil, []Refusal{{Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
 	}
-	p := &plan{fn: fn, code: code}
+	p := &plan{fn: fn, code: code, size: uint64(len(code))}
 	rs := specialRefusals(post, fn)
 	fentry := fentryOffset(post, fn) == pack.JumpLen
 	if fentry {
@@ -118,6 +133,11 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 // addReloc records one relocation of the function; it returns a refusal
 // reason when the reference cannot be shipped.
 func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted map[string]bool, pol *dataPolicy) string {
+	if r.Type == elf.R_X86_64_NONE {
+		// writes nothing: objtool's mark on a jump label it made a NOP,
+		// which may name the start of a cold part minus 4
+		return ""
+	}
 	t := post.resolve(p.fn.Section, r)
 	switch t.kind {
 	case tNone:

@@ -14,6 +14,7 @@ import (
 type object struct {
 	f        *elfobj.File
 	funcs    map[string][]*elfobj.Symbol // defined STT_FUNC symbols by name
+	cold     map[string][]*elfobj.Symbol // cold parts by parent name (cold.go)
 	insns    map[*elfobj.Section][]insn  // decoded code, filled lazily
 	incoming map[*elfobj.Section][]incoming
 }
@@ -40,6 +41,7 @@ func newObject(f *elfobj.File) *object {
 			o.funcs[s.Name] = append(o.funcs[s.Name], s)
 		}
 	}
+	o.indexCold()
 	return o
 }
 

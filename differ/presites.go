@@ -12,16 +12,20 @@ import (
 // PreFunction describes function name of the pre object f the way the
 // loader needs it to match the running kernel against: its code with
 // relocation fields zero, its named relocations and its runtime-rewritten
-// sites. sizes are the target kernel's special-section entry sizes
-// (module.EntrySizes); without the size of a section the function has
-// entries in, it is an error.
+// sites, and the same of its cold parts. sizes are the target kernel's
+// special-section entry sizes (module.EntrySizes); without the size of a
+// section the function has entries in, it is an error.
 func PreFunction(f *elfobj.File, name string, sizes map[string]int) (pack.Function, error) {
 	o := newObject(f)
 	fn := single(o.funcs[name])
 	if fn == nil {
 		return pack.Function{}, fmt.Errorf("%s: %s is not a single STT_FUNC symbol (%d)", f.Name, name, len(o.funcs[name]))
 	}
-	return preFunction(o, fn, sizes)
+	pf, err := preFunction(o, fn, sizes)
+	if err == nil {
+		pf.Cold, err = preCold(o, fn, sizes)
+	}
+	return pf, err
 }
 
 func preFunction(o *object, fn *elfobj.Symbol, sizes map[string]int) (pack.Function, error) {

@@ -37,8 +37,12 @@ func (x *extractor) plan(cs *Changeset) error {
 		extracted[fn.Name] = true
 		if s := single(x.post.funcs[fn.Name]); s != nil {
 			x.bySection[s.Section] = append(x.bySection[s.Section], s)
+			for _, c := range x.post.coldParts(fn.Name) {
+				x.bySection[c.Section] = append(x.bySection[c.Section], c)
+			}
 		}
 	}
+	extracted = extractedWithCold(x.post, extracted)
 	var refused []Refusal
 	for _, fn := range cs.Changed {
 		refused = append(refused, x.planChanged(fn.Name, extracted)...)
@@ -51,11 +55,11 @@ func (x *extractor) plan(cs *Changeset) error {
 	}
 	for _, p := range x.plans {
 		for _, fx := range p.fixups {
-			fx.Symbol = x.prefix + p.fn.Name
+			fx.Symbol, fx.Offset = x.prefix+p.rootName(), fx.Offset+p.at
 			x.out.Fixups = append(x.out.Fixups, fx)
 		}
 		for _, fx := range p.linked {
-			fx.Symbol = x.prefix + p.fn.Name
+			fx.Symbol, fx.Offset = x.prefix+p.rootName(), fx.Offset+p.at
 			x.out.Linked = append(x.out.Linked, fx)
 		}
 		for _, e := range p.entries {
@@ -74,26 +78,44 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in both pre (%d) and post (%d)",
 			name, len(x.pre.funcs[name]), len(x.post.funcs[name]))}}
 	}
-	if rs := kindRefusals(x.pre, x.post, postFn, true); len(rs) > 0 {
+	if rs := kindRefusals(postFn, true); len(rs) > 0 {
 		return rs
 	}
 	site, rs := siteCheck(x.pre, preFn)
-	p, prs := planFunction(x.pre, x.post, postFn, extracted, x.dataPolicy)
-	rs = append(rs, prs...)
-	if len(prs) == 0 {
-		rs = append(rs, x.planSpecial(p)...)
-	}
-	if len(rs) > 0 {
+	p, prs := x.planWithCold(postFn, extracted)
+	if rs = append(rs, prs...); len(rs) > 0 {
 		return rs
 	}
 	pre, err := x.preFunction(preFn)
+	if err == nil {
+		pre.Cold, err = preCold(x.pre, preFn, x.opts.EntrySizes)
+	}
 	if err != nil {
 		return []Refusal{{Symbol: name, Section: preFn.Section.Name, Reason: err.Error()}}
 	}
-	x.plans = append(x.plans, p)
-	pre.NewSymbol, pre.NewSize, pre.SiteOffset = x.prefix+name, int(postFn.Size), site
+	for i := range pre.Cold {
+		pre.Cold[i].Object, pre.Cold[i].Source = pre.Object, pre.Source
+	}
+	x.plans = append(append(x.plans, p), p.parts...)
+	pre.NewSymbol, pre.NewSize, pre.SiteOffset = x.prefix+name, int(p.size), site
 	x.out.Functions = append(x.out.Functions, pre)
 	return nil
+}
+
+// planWithCold plans post function fn and its cold parts, their special
+// entries included.
+func (x *extractor) planWithCold(fn *elfobj.Symbol, extracted map[string]bool) (*plan, []Refusal) {
+	p, rs := planFunction(x.pre, x.post, fn, extracted, x.dataPolicy)
+	if len(rs) > 0 {
+		return p, rs
+	}
+	if rs = planCold(x.pre, x.post, p, extracted, x.dataPolicy); len(rs) > 0 {
+		return p, rs
+	}
+	for _, q := range append([]*plan{p}, p.parts...) {
+		rs = append(rs, x.planSpecial(q)...)
+	}
+	return p, rs
 }
 
 func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal {
@@ -101,15 +123,12 @@ func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal 
 	if postFn == nil {
 		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in post (%d)", name, len(x.post.funcs[name]))}}
 	}
-	if rs := kindRefusals(x.pre, x.post, postFn, false); len(rs) > 0 {
+	if rs := kindRefusals(postFn, false); len(rs) > 0 {
 		return rs
 	}
-	p, rs := planFunction(x.pre, x.post, postFn, extracted, x.dataPolicy)
+	p, rs := x.planWithCold(postFn, extracted)
 	if len(rs) == 0 {
-		rs = x.planSpecial(p)
-	}
-	if len(rs) == 0 {
-		x.plans = append(x.plans, p)
+		x.plans = append(append(x.plans, p), p.parts...)
 	}
 	return rs
 }
@@ -144,10 +163,17 @@ func namedRelocs(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Re
 type image struct {
 	f        *elfobj.File
 	funcSyms map[string]*elfobj.Symbol // local symbol of each extracted function
-	textSyms map[string]*elfobj.Symbol // section symbol of each extracted function
+	textSyms map[string]textAt         // section of each extracted function, and where in it
 	copies   map[*elfobj.Section]*contentCopy
 	undefs   map[string]*elfobj.Symbol         // kernel symbols the module loader resolves
 	dataSyms map[*elfobj.Symbol]*elfobj.Symbol // local symbol of each carried new datum, by post symbol
+}
+
+// textAt is where an extracted function is: at offset at of the section
+// whose symbol is sym (a cold part follows its function in its section).
+type textAt struct {
+	sym *elfobj.Symbol
+	at  uint64
 }
 
 // contentCopy is the copy of the referenced units of one content section.
@@ -161,7 +187,7 @@ func (x *extractor) write(w io.Writer) error {
 	img := &image{
 		f:        &elfobj.File{Name: "extracted replacement object", Sections: []*elfobj.Section{{}}, Symbols: []*elfobj.Symbol{{}}},
 		funcSyms: map[string]*elfobj.Symbol{},
-		textSyms: map[string]*elfobj.Symbol{},
+		textSyms: map[string]textAt{},
 		copies:   map[*elfobj.Section]*contentCopy{},
 		undefs:   map[string]*elfobj.Symbol{},
 		dataSyms: map[*elfobj.Symbol]*elfobj.Symbol{},
@@ -193,21 +219,45 @@ func (img *image) addSection(s *elfobj.Section) *elfobj.Symbol {
 	return sym
 }
 
+// addFunction writes p's code: a function in a section of its own, with
+// a local symbol of its name and a global one of the prefixed name that
+// covers its cold parts too; a cold part after its root's code, at p.at,
+// padded with int3, with a local symbol. It returns the section.
 func (img *image) addFunction(p *plan, prefix string) *elfobj.Section {
+	if p.root != nil {
+		root := img.textSyms[p.root.fn.Name].sym
+		sec := root.Section
+		for uint64(len(sec.Data)) < p.at {
+			sec.Data = append(sec.Data, 0xcc)
+		}
+		sec.Data = append(sec.Data, p.code...)
+		sec.Size = uint64(len(sec.Data))
+		img.textSyms[p.fn.Name] = textAt{sym: root, at: p.at}
+		local := &elfobj.Symbol{Name: p.fn.Name, Bind: elf.STB_LOCAL, Type: elf.STT_FUNC, Section: sec, Value: p.at, Size: uint64(len(p.code))}
+		img.f.Symbols = append(img.f.Symbols, local)
+		img.funcSyms[p.fn.Name] = local
+		return sec
+	}
 	sec := &elfobj.Section{Name: ".text." + prefix + p.fn.Name, Type: elf.SHT_PROGBITS,
 		Flags: elf.SHF_ALLOC | elf.SHF_EXECINSTR, Addralign: max(p.fn.Section.Addralign, 1),
-		Data: p.code, Size: uint64(len(p.code))}
-	img.textSyms[p.fn.Name] = img.addSection(sec)
+		Data: append([]byte(nil), p.code...), Size: uint64(len(p.code))}
+	img.textSyms[p.fn.Name] = textAt{sym: img.addSection(sec)}
 	local := &elfobj.Symbol{Name: p.fn.Name, Bind: elf.STB_LOCAL, Type: elf.STT_FUNC, Section: sec, Size: sec.Size}
-	global := &elfobj.Symbol{Name: prefix + p.fn.Name, Bind: elf.STB_GLOBAL, Type: elf.STT_FUNC, Section: sec, Size: sec.Size}
+	global := &elfobj.Symbol{Name: prefix + p.fn.Name, Bind: elf.STB_GLOBAL, Type: elf.STT_FUNC, Section: sec, Size: p.size}
 	img.f.Symbols = append(img.f.Symbols, local, global)
 	img.funcSyms[p.fn.Name] = local
 	return sec
 }
 
+// addRelocs writes p's relocations into sec, its root's section for a
+// cold part (at p.at).
 func (img *image) addRelocs(sec *elfobj.Section, p *plan) error {
+	n := len(sec.Relocs)
 	if err := img.appendRelocs(sec, p.local, p.linked); err != nil {
 		return fmt.Errorf("%s: %w", p.fn.Name, err)
+	}
+	for i := n; i < len(sec.Relocs); i++ {
+		sec.Relocs[i].Offset += p.at
 	}
 	return nil
 }
@@ -362,11 +412,11 @@ func (img *image) entryReloc(r entryRef, off uint64, replStart *int64) (elfobj.R
 	rel := elfobj.Reloc{Offset: off, Type: r.typ}
 	switch r.kind {
 	case refFunc:
-		sym, ok := img.textSyms[r.fn]
+		t, ok := img.textSyms[r.fn]
 		if !ok {
 			return rel, fmt.Errorf("special entry refers to %s, which is not extracted", r.fn)
 		}
-		rel.Sym, rel.Addend = sym, r.addend
+		rel.Sym, rel.Addend = t.sym, int64(t.at)+r.addend
 	case refContent:
 		c := img.copyContent(r.sec)
 		rel.Sym, rel.Addend = c.sym, c.unit(r.sec, r.start, r.end)+r.addend

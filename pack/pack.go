@@ -206,7 +206,7 @@ func (m *Manifest) Validate() error {
 
 // complete reports whether f has what run-pre matching needs.
 func (f *Function) complete() bool {
-	return f.Name != "" && f.Object != "" && f.Size > 0 && len(f.PreCode) == f.Size
+	return f.Name != "" && f.Object != "" && f.Size > 0 && len(f.PreCode) == f.Size && f.coldComplete()
 }
 
 // CheckID checks that id is usable as an update id: 1 to 44 characters from

@@ -22,6 +22,7 @@ func testManifest() Manifest {
 		Functions: []Function{{
 			Name: "cmdline_proc_show", Object: Vmlinux, Source: "fs/proc/cmdline.o", Size: 12, NewSize: 20, SiteOffset: 5,
 			PreCode: make([]byte, 12),
+			Cold:    []Function{{Name: "cmdline_proc_show.cold", Object: Vmlinux, Source: "fs/proc/cmdline.o", Size: 3, PreCode: make([]byte, 3)}},
 		}},
 		Symbols: []string{"text_poke", "cmdline_proc_show"},
 	}
@@ -37,7 +38,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Manifest.ID != "demo-1" || p.Manifest.Functions[0].Name != "cmdline_proc_show" {
+	if p.Manifest.ID != "demo-1" || p.Manifest.Functions[0].Name != "cmdline_proc_show" || p.Manifest.Functions[0].Cold[0].Name != "cmdline_proc_show.cold" {
 		t.Errorf("manifest did not survive: %+v", p.Manifest)
 	}
 	if !bytes.Equal(p.Files["livesplice_demo_1.ko"], files["livesplice_demo_1.ko"]) {
@@ -98,6 +99,14 @@ func TestReadRefuses(t *testing.T) {
 		{"bad id", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.ID = "Bad ID" })}), "update id"},
 		{"no functions", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Functions = nil })}), "functions is missing"},
 		{"short code", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Functions[0].PreCode = nil })}), "inconsistent"},
+		{"short cold part", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) {
+			m.Functions = []Function{m.Functions[0]}
+			m.Functions[0].Cold = []Function{{Name: "cmdline_proc_show.cold", Object: Vmlinux, Size: 4, PreCode: make([]byte, 3)}}
+		})}), "inconsistent"},
+		{"cold part elsewhere", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) {
+			m.Functions = []Function{m.Functions[0]}
+			m.Functions[0].Cold = []Function{{Name: "cmdline_proc_show.cold", Object: "ext4", Size: 3, PreCode: make([]byte, 3)}}
+		})}), "inconsistent"},
 		{"future format", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Format = 99 })}), "format 99"},
 	}
 	for _, tt := range tests {

@@ -47,6 +47,26 @@ type Function struct {
 	// time and that PreRelocs do not describe: alternatives and jump
 	// labels. Run-pre matching accepts either form there.
 	PreSites []Site `json:"pre_sites,omitempty"`
+	// Cold are the parts gcc split out of the pre function (NAME.cold):
+	// code only the function jumps to, with a kallsyms symbol of its own.
+	// Run-pre matching matches each with the function (its running
+	// address comes from the function's references to it), and the
+	// helper's stack check covers it: a task inside an old cold part is
+	// inside the function. Cold parts get no jump. Name, Object, Source,
+	// Size and the pre fields are set. The replacement's own cold parts
+	// follow it in the update module, inside NewSize.
+	Cold []Function `json:"cold,omitempty"`
+}
+
+// coldComplete reports whether f's cold parts have what run-pre matching
+// needs.
+func (f *Function) coldComplete() bool {
+	for _, c := range f.Cold {
+		if c.Name == "" || c.Object != f.Object || c.Size <= 0 || len(c.PreCode) != c.Size || len(c.Cold) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // InModule reports whether f lives in a module rather than in vmlinux.
