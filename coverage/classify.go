@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/livesplice/livesplice/builder"
+	"github.com/livesplice/livesplice/internal/tail"
 	"github.com/livesplice/livesplice/module"
 )
 
@@ -94,6 +95,9 @@ func (c Category) Title() string {
 	return string(c)
 }
 
+// Known reports whether c is one of the categories above.
+func (c Category) Known() bool { return c.rank() < len(categories) }
+
 // rank orders categories for the report (unknown ones last).
 func (c Category) rank() int {
 	for i, d := range categories {
@@ -119,6 +123,9 @@ type BuildOutcome struct {
 	Reason string `json:"reason"`
 	// Refusals are every refusal of a refused build, each classified.
 	Refusals []Refusal `json:"refusals,omitempty"`
+	// Detail is the end of the message of an error the classifier does
+	// not know (OtherError), for whoever adds its rule.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Refusal is one reason a build gave.
@@ -153,8 +160,11 @@ func ClassifyBuild(err error, n Names) BuildOutcome {
 	if c := phraseCategory(line); c != "" {
 		return BuildOutcome{Category: c, Reason: line}
 	}
-	return BuildOutcome{Category: OtherError, Reason: line}
+	return BuildOutcome{Category: OtherError, Reason: line, Detail: tail.Lines(n.normalise(strings.TrimSpace(err.Error())), detailLines)}
 }
+
+// detailLines is how much of an unknown error a record keeps.
+const detailLines = 10
 
 // typedRule classifies err if it is of the rule's type.
 type typedRule func(err error, n Names) (BuildOutcome, bool)

@@ -55,7 +55,7 @@ func TestClassifyBuild(t *testing.T) {
 			"make -j2 OBJ in TREE: context deadline exceeded", nil},
 		{"module object, untyped", errors.New("object net/ipv4/arp.o is part of a module, not of vmlinux: patching modules is not supported yet"), ModuleObject,
 			"object OBJ is part of a module, not of vmlinux: patching modules is not supported yet", nil},
-		{"other", errors.New("patch /corpus/net__ipv4__arp.c.patch: something broke\ndetails"), OtherError, "patch PATCH: something broke", nil},
+		{"other", errors.New("patch /corpus/net__ipv4__arp.c.patch: something broke\ndetails in /cache/trees/6.1.0-53-amd64"), OtherError, "patch PATCH: something broke", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,6 +69,9 @@ func TestClassifyBuild(t *testing.T) {
 			var cats []Category
 			for _, r := range got.Refusals {
 				cats = append(cats, r.Category)
+			}
+			if (got.Detail != "") != (tc.want == OtherError) {
+				t.Errorf("detail %q: want one for other errors only", got.Detail)
 			}
 			if !reflect.DeepEqual(cats, tc.refusals) {
 				t.Errorf("refusals %v, want %v", cats, tc.refusals)

@@ -168,6 +168,7 @@ func WriteReport(w io.Writer, sel Selection, recs map[string]*Record) error {
 	p.list("Listed apart: refused for changed data or struct layout, manifest `data_change=maybe`", ordered, func(r *Record) bool { return r.Counted() == NotCodeOnly })
 	p.list("Nothing to do at run time, as the tool says (counted as shipped; the reason is the tool's)", ordered, func(r *Record) bool { return r.Outcome().Category == NothingToDo })
 	p.list("Guest crashes and hangs", ordered, func(r *Record) bool { return r.Outcome().Category == GuestCrashed })
+	p.details(ordered)
 
 	p.cost(ordered)
 
@@ -214,6 +215,25 @@ func (p *printer) list(title string, recs []*Record, keep func(*Record) bool) {
 		p.f("- `%s` (%s): %s: %s\n", r.Patch, strings.TrimPrefix(r.Location, "module:"), o.Category.Title(), o.Reason)
 	}
 	p.f("\n")
+}
+
+// details writes the end of every error the classifier does not know.
+func (p *printer) details(recs []*Record) {
+	first := true
+	for _, r := range recs {
+		if r.Build.Detail == "" {
+			continue
+		}
+		if first {
+			p.f("## Other errors, in full (each wants a typed error or a rule)\n\n")
+			first = false
+		}
+		p.f("- `%s`:\n\n", r.Patch)
+		for _, line := range strings.Split(r.Build.Detail, "\n") {
+			p.f("      %s\n", line)
+		}
+		p.f("\n")
+	}
 }
 
 // cost writes what the run cost per patch.

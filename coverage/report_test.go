@@ -40,7 +40,9 @@ func testRecords() map[string]*Record {
 		rec("f.patch", "vmlinux", "no", Cold, "cold text", nil, Refusal{Cold, "cold text"}),
 		rec("g.patch", "module:g.ko", "no", Built, "", broken),
 		rec("h.patch", "vmlinux", "no", Built, "", nil),
+		rec("i.patch", "vmlinux", "no", OtherError, "make -j2 OBJ in TREE: exit status 2", nil),
 	}
+	recs[len(recs)-1].Build.Detail = "make -j2 OBJ in TREE: exit status 2\nsecurity/x.c:1: error: boom"
 	out := map[string]*Record{}
 	for _, r := range recs {
 		out[r.Patch] = r
@@ -50,13 +52,13 @@ func testRecords() map[string]*Record {
 
 func TestCount(t *testing.T) {
 	c := Count(testRecords())
-	// M: a, b, e (data but data_change=no), f, g; not d (data, maybe),
-	// c (does not compile alone), h (pending). N: a and b.
-	want := Counts{Run: 8, Pending: 1, NotCompiling: 1, NotCodeOnly: 1, M: 5, N: 2}
+	// M: a, b, e (data but data_change=no), f, g, i; not d (data,
+	// maybe), c (does not compile alone), h (pending). N: a and b.
+	want := Counts{Run: 9, Pending: 1, NotCompiling: 1, NotCodeOnly: 1, M: 6, N: 2}
 	if c != want {
 		t.Errorf("Count = %+v, want %+v", c, want)
 	}
-	if got := c.FirstLine(); got != "shipped: 2 of 5 code-only patches (40.0%)" {
+	if got := c.FirstLine(); got != "shipped: 2 of 6 code-only patches (33.3%)" {
 		t.Errorf("first line %q", got)
 	}
 	if got := (Counts{}).FirstLine(); got != "shipped: 0 of 0 code-only patches (0.0%)" {
@@ -68,7 +70,7 @@ func TestWriteReport(t *testing.T) {
 	recs := testRecords()
 	sel := Selection{Corpus: "/x/debian-6.1.187-to-6.1.190", Rows: 1666, Seed: 42,
 		Candidates: map[string]int{StratumVmlinux: 192, StratumModule: 792}, Kernel: demo.Kernel53}
-	for _, p := range []string{"a.patch", "b.patch", "c.patch", "d.patch", "e.patch", "f.patch", "g.patch", "h.patch", "not-run.patch"} {
+	for _, p := range []string{"a.patch", "b.patch", "c.patch", "d.patch", "e.patch", "f.patch", "g.patch", "h.patch", "i.patch", "not-run.patch"} {
 		sel.Planned = append(sel.Planned, &corpus.Entry{Patch: p})
 	}
 	var b bytes.Buffer
@@ -77,13 +79,13 @@ func TestWriteReport(t *testing.T) {
 	}
 	out := b.String()
 	first, _, _ := strings.Cut(out, "\n")
-	if first != "shipped: 2 of 5 code-only patches (40.0%)" {
+	if first != "shipped: 2 of 6 code-only patches (33.3%)" {
 		t.Errorf("first line %q", first)
 	}
 	for _, want := range []string{
-		"**Partial run:** 8 of the 9 planned patches have a result, 1 of them built and waiting for the guest",
+		"**Partial run:** 9 of the 10 planned patches have a result, 1 of them built and waiting for the guest",
 		"seed 42",
-		"Run so far: 8 (6 vmlinux, 2 module)",
+		"Run so far: 9 (7 vmlinux, 2 module)",
 		"less 1 that do not compile alone against the pre tree, less 1 refused for changed initialised data or struct layout",
 		"| changed initialised data | not in M (data_change=maybe, listed apart) | 1 | 0 | 1 |",
 		"| changed initialised data | M | 1 | 1 | 0 |",
@@ -96,6 +98,7 @@ func TestWriteReport(t *testing.T) {
 		"Guest: 1 boots for 2 packs",
 		"Apply stop time (all CPUs held): median 0.9 ms",
 		"of 2 packs applied, ftrace could trace the replaced functions of 2, and the exercise called them in 2",
+		"## Other errors, in full (each wants a typed error or a rule)\n\n- `i.patch`:\n\n      make -j2 OBJ in TREE: exit status 2\n      security/x.c:1: error: boom\n",
 		"| 3 | `c.patch` | vmlinux | no | not-alone | kernel/c.c:10: error: implicit declaration of function 'new_helper' | 11.0 | - |",
 	} {
 		if !strings.Contains(out, want) {
@@ -113,6 +116,29 @@ func TestWriteReport(t *testing.T) {
 	data, err := os.ReadFile(path)
 	if err != nil || string(data) != out {
 		t.Errorf("report file differs from WriteReport's output (%v)", err)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	recs := testRecords()
+	stale := *recs["g.patch"]
+	stale.Guest, stale.Version = nil, "v0"
+	gone := *recs["a.patch"]
+	gone.Guest = nil
+	recs["g.patch"], recs["a.patch"] = &stale, &gone
+	var planned []*corpus.Entry
+	for _, p := range []string{"a.patch", "b.patch", "c.patch", "f.patch", "g.patch", "h.patch", "new.patch"} {
+		planned = append(planned, &corpus.Entry{Patch: p})
+	}
+	exists := func(r *Record) bool { return r.Patch != "a.patch" }
+	todo, waiting := plan(planned, recs, "v1", []Category{Cold}, exists)
+	// a: its pack is gone; f: cold is redone; g: built from v0; new: no
+	// result. h waits for the guest; b and c are done.
+	if got := strings.Join(names(todo), " "); got != "a.patch f.patch g.patch new.patch" {
+		t.Errorf("todo %s", got)
+	}
+	if len(waiting) != 1 || waiting[0].Patch != "h.patch" {
+		t.Errorf("waiting %+v, want h.patch", waiting)
 	}
 }
 

@@ -41,8 +41,11 @@ type Options struct {
 	// make and their packs run in one guest boot (default 25); PerBoot
 	// caps the packs per boot (default 40).
 	Batch, PerBoot int
-	// Fresh moves the results file aside and starts over.
+	// Fresh moves the results file aside and starts over; Redo runs
+	// again the patches whose outcome is one of these (after the code
+	// that decided them changed).
 	Fresh bool
+	Redo  []Category
 	// Results is the results file (default DIR/results.jsonl).
 	Results string
 	// Report, when set, is rewritten from the results file after every
@@ -179,19 +182,7 @@ func (r *Runner) Run(ctx context.Context) (map[string]*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	var todo []*corpus.Entry
-	var waiting []*Record
-	for _, e := range r.sel.Planned {
-		rec := have[e.Patch]
-		switch {
-		case rec == nil:
-			todo = append(todo, e)
-		case rec.Pending() && (rec.Version != r.version || !exists(r.packPath(rec))):
-			todo = append(todo, e) // its pack is stale or gone: build it again
-		case rec.Pending():
-			waiting = append(waiting, rec)
-		}
-	}
+	todo, waiting := plan(r.sel.Planned, have, r.version, r.o.Redo, func(rec *Record) bool { return exists(r.packPath(rec)) })
 	fmt.Fprintf(r.o.Log, "coverage: %d patches planned, %d done, %d to build, %d packs waiting for the guest (source %s)\n",
 		len(r.sel.Planned), len(r.sel.Planned)-len(todo)-len(waiting), len(todo), len(waiting), r.version)
 	if len(todo)+len(waiting) > 0 {
@@ -223,6 +214,29 @@ func (r *Runner) Run(ctx context.Context) (map[string]*Record, error) {
 		return nil, err
 	}
 	return r.records()
+}
+
+// plan splits the planned patches into those to build and the packs that
+// wait for the guest: a patch without a result, one whose outcome is in
+// redo, and a waiting pack built from other sources or gone, are built
+// (again).
+func plan(planned []*corpus.Entry, have map[string]*Record, version string, redo []Category, packExists func(*Record) bool) (todo []*corpus.Entry, waiting []*Record) {
+	again := map[Category]bool{}
+	for _, c := range redo {
+		again[c] = true
+	}
+	for _, e := range planned {
+		rec := have[e.Patch]
+		switch {
+		case rec == nil, again[rec.Outcome().Category]:
+			todo = append(todo, e)
+		case rec.Pending() && (rec.Version != version || !packExists(rec)):
+			todo = append(todo, e)
+		case rec.Pending():
+			waiting = append(waiting, rec)
+		}
+	}
+	return todo, waiting
 }
 
 // records returns the last record of every planned patch.

@@ -20,6 +20,7 @@ import (
 func main() {
 	var o coverage.Options
 	var reportOnly bool
+	var redo []string
 	cmd := &cobra.Command{
 		Use:           "livesplice-coverage --corpus DIR",
 		Short:         "Measure how many patches of a corpus delta livesplice builds, applies and undoes (make coverage)",
@@ -28,6 +29,12 @@ func main() {
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Log = os.Stdout
+			for _, c := range redo {
+				if !coverage.Category(c).Known() {
+					return fmt.Errorf("--redo %s: not an outcome of the report", c)
+				}
+				o.Redo = append(o.Redo, coverage.Category(c))
+			}
 			r, err := coverage.New(o)
 			if err != nil {
 				return err
@@ -55,6 +62,7 @@ func main() {
 	f.IntVar(&o.Batch, "batch", 0, "patches per batch: pre objects compiled in one make, packs run in one boot (default 25)")
 	f.IntVar(&o.PerBoot, "per-boot", 0, "at most this many packs per guest boot (default 40)")
 	f.BoolVar(&o.Fresh, "fresh", false, "start over: move the results file aside")
+	f.StringSliceVar(&redo, "redo", nil, "run again the patches with these outcomes (e.g. module-object,cold), after the code that decided them changed")
 	f.StringVar(&o.Dir, "dir", "", "where the results, packs and work are kept (default CACHE/coverage/RELEASE)")
 	f.StringVar(&o.Results, "results", "", "results file (default DIR/results.jsonl)")
 	f.StringVar(&o.Report, "report", "docs/coverage.md", "the report to rewrite after every batch (empty: none)")
