@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/livesplice/livesplice/differ"
@@ -175,6 +176,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Functions:   u.funcs,
 		Anchors:     u.anchors,
 		NextBoot:    u.nextBoot,
+		Livepatch:   spec.Livepatch,
 		Symbols:     symbols,
 	}
 	if err := pack.Write(o.Out, m, map[string][]byte{m.Module: koData}); err != nil {
@@ -261,6 +263,11 @@ func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractO
 	spec.Objects = append(spec.Objects, out)
 	spec.Functions = append(spec.Functions, ex.Functions...)
 	spec.Fixups = append(spec.Fixups, ex.Fixups...)
+	for _, l := range ex.Linked {
+		if name, ok := pack.LivepatchTarget(l.Target); ok && !slices.Contains(spec.Livepatch, name) {
+			spec.Livepatch = append(spec.Livepatch, name)
+		}
+	}
 	u.funcs = append(u.funcs, ex.Functions...)
 	u.anchors = append(u.anchors, ex.Anchors...)
 	return nil

@@ -31,6 +31,10 @@ type dataPolicy struct {
 	// global or undefined symbols are accepted there and decided by
 	// ExtractWith.
 	exportable func(*elfobj.Symbol) bool
+	// livepatchable says which unexported symbols per-CPU references
+	// may reach through livepatch relocations (special_carry.go); nil
+	// in Diff.
+	livepatchable func(*elfobj.Symbol) bool
 }
 
 // addedData finds the post symbols of list.

@@ -283,6 +283,13 @@ func (x *extractor) entryTarget(sec *elfobj.Section, r elfobj.Reloc, what string
 	if t.kind != tNamed {
 		return ref, fmt.Sprintf("%s in %s references %s", what, sec.Name, unnamedTarget(t))
 	}
+	if !x.exportable(t.sym) && sec.Name == "__jump_table" && x.livepatchable(t.sym) {
+		// A key defined elsewhere in vmlinux (a tracepoint's): the
+		// kernel's module loader resolves it by name before it sets up
+		// jump labels.
+		ref.kind, ref.name, ref.addend = refKernel, pack.LivepatchSymbol(t.sym.Name), t.delta
+		return ref, ""
+	}
 	if !x.exportable(t.sym) {
 		kind := "target " + t.sym.Name
 		switch sec.Name {
@@ -311,6 +318,15 @@ func (x *extractor) exportable(sym *elfobj.Symbol) bool {
 		return false
 	}
 	return sym.Section == nil || sym.Bind == elf.STB_GLOBAL || sym.Bind == elf.STB_WEAK
+}
+
+// livepatchable reports whether the kernel's livepatch relocations can
+// resolve a reference to sym at load: a global defined in another object
+// of vmlinux (undefined here), looked up by name in kallsyms. Statics of
+// the object are not: their position among same-named kallsyms symbols is
+// not known at build time.
+func (x *extractor) livepatchable(sym *elfobj.Symbol) bool {
+	return x.opts.Exported != nil && x.opts.Object == pack.Vmlinux && sym.Section == nil && sym.Name != ""
 }
 
 // planPiece plans the .altinstr_replacement bytes an alternative uses:

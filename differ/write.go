@@ -31,7 +31,7 @@ func newExtractor(pre, post *elfobj.File, opts ExtractOptions) *extractor {
 
 // plan checks and plans every function of cs.
 func (x *extractor) plan(cs *Changeset) error {
-	x.dataPolicy = &dataPolicy{added: addedData(x.post, cs.AddedData), exportable: x.exportable}
+	x.dataPolicy = &dataPolicy{added: addedData(x.post, cs.AddedData), exportable: x.exportable, livepatchable: x.livepatchable}
 	extracted := map[string]bool{}
 	for _, fn := range append(append([]Function{}, cs.Changed...), cs.Added...) {
 		extracted[fn.Name] = true
@@ -437,6 +437,11 @@ func (img *image) undef(name string) *elfobj.Symbol {
 		return s
 	}
 	s := &elfobj.Symbol{Name: name, Bind: elf.STB_GLOBAL, Type: elf.STT_NOTYPE, Shndx: elf.SHN_UNDEF}
+	if _, ok := pack.LivepatchTarget(name); ok {
+		// Weak, so that modpost leaves it alone; module.Build turns it
+		// into a livepatch symbol the kernel resolves.
+		s.Bind = elf.STB_WEAK
+	}
 	img.f.Symbols = append(img.f.Symbols, s)
 	img.undefs[name] = s
 	return s

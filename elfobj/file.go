@@ -33,7 +33,20 @@ type Section struct {
 	// Relocs are the RELA relocations that apply to this section, in file
 	// order.
 	Relocs []Reloc
+	// Livepatch are relocations the kernel's livepatch code applies when
+	// the module loads, against symbols named .klp.sym.OBJ.NAME,POS with
+	// section index SHN_LIVEPATCH; they live in a section named
+	// .klp.rela.OBJ.NAME flagged SHF_RELA_LIVEPATCH.
+	Livepatch []Reloc
 }
+
+// Livepatch ELF constants (include/uapi/linux/elf.h).
+const (
+	SHNLivepatch        elf.SectionIndex = 0xff20
+	SHFRelaLivepatch    elf.SectionFlag  = 0x00100000
+	livepatchRelaPrefix                  = ".klp.rela."
+	livepatchSymPrefix                   = ".klp.sym."
+)
 
 // Symbol is one symbol-table entry.
 type Symbol struct {
@@ -215,17 +228,22 @@ func (f *File) Clone() *File {
 		if s.Link != nil {
 			s.Link = secs[s.Link]
 		}
-		relocs := make([]Reloc, len(s.Relocs))
-		for i, r := range s.Relocs {
-			if r.Sym != nil {
-				r.Sym = syms[r.Sym]
-			}
-			relocs[i] = r
-		}
-		if s.Relocs == nil {
-			relocs = nil
-		}
-		s.Relocs = relocs
+		s.Relocs = cloneRelocs(s.Relocs, syms)
+		s.Livepatch = cloneRelocs(s.Livepatch, syms)
 	}
 	return c
+}
+
+func cloneRelocs(rs []Reloc, syms map[*Symbol]*Symbol) []Reloc {
+	if rs == nil {
+		return nil
+	}
+	out := make([]Reloc, len(rs))
+	for i, r := range rs {
+		if r.Sym != nil {
+			r.Sym = syms[r.Sym]
+		}
+		out[i] = r
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const relaEntSize = 24
@@ -138,7 +139,7 @@ func (f *File) symbol(idx int, es elf.Symbol) (*Symbol, error) {
 		Other: es.Other, Shndx: es.Section, Value: es.Value, Size: es.Size,
 	}
 	switch {
-	case es.Section == elf.SHN_UNDEF || es.Section == elf.SHN_ABS || es.Section == elf.SHN_COMMON:
+	case es.Section == elf.SHN_UNDEF || es.Section == elf.SHN_ABS || es.Section == elf.SHN_COMMON || es.Section == SHNLivepatch:
 	case es.Section == elf.SHN_XINDEX:
 		return nil, fmt.Errorf("symbol %d %q: extended section indices (SHN_XINDEX) are not supported", idx, es.Name)
 	case es.Section >= elf.SHN_LORESERVE:
@@ -182,6 +183,10 @@ func (f *File) readRela(idx int, es *elf.Section) error {
 			return fmt.Errorf("entry %d: %w", off/relaEntSize, err)
 		}
 		relocs = append(relocs, r)
+	}
+	if strings.HasPrefix(es.Name, livepatchRelaPrefix) {
+		target.Livepatch = append(target.Livepatch, relocs...)
+		return nil
 	}
 	target.Relocs = append(target.Relocs, relocs...)
 	return nil

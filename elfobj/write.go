@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"strings"
 )
 
 const (
@@ -96,6 +97,9 @@ func (wr *writer) relaCount() int {
 		if o.src != nil && len(o.src.Relocs) > 0 {
 			n++
 		}
+		if o.src != nil && len(o.src.Livepatch) > 0 {
+			n++
+		}
 	}
 	return n
 }
@@ -135,20 +139,59 @@ func (wr *writer) addRelas(symtabIdx int) error {
 		if s == nil || len(s.Relocs) == 0 {
 			continue
 		}
-		data, err := wr.relaData(s)
+		data, err := wr.relaData(s, s.Relocs)
 		if err != nil {
 			return err
 		}
 		wr.out = append(wr.out, outSection{name: ".rela" + s.Name, typ: elf.SHT_RELA, flags: elf.SHF_INFO_LINK,
 			link: uint32(symtabIdx), info: uint32(i), align: 8, entsize: relaEntSize, data: data, size: uint64(len(data))})
 	}
+	for i := 1; i < n; i++ {
+		s := wr.out[i].src
+		if s == nil || len(s.Livepatch) == 0 {
+			continue
+		}
+		obj, err := livepatchObject(s)
+		if err != nil {
+			return err
+		}
+		data, err := wr.relaData(s, s.Livepatch)
+		if err != nil {
+			return err
+		}
+		wr.out = append(wr.out, outSection{name: livepatchRelaPrefix + obj + "." + s.Name, typ: elf.SHT_RELA,
+			flags: elf.SHF_ALLOC | elf.SHF_INFO_LINK | SHFRelaLivepatch,
+			link:  uint32(symtabIdx), info: uint32(i), align: 8, entsize: relaEntSize, data: data, size: uint64(len(data))})
+	}
 	return nil
 }
 
-func (wr *writer) relaData(s *Section) ([]byte, error) {
-	buf := make([]byte, 0, len(s.Relocs)*relaEntSize)
+// livepatchObject returns the object (vmlinux or a module) the livepatch
+// relocations of s resolve against: one per section.
+func livepatchObject(s *Section) (string, error) {
+	obj := ""
+	for _, r := range s.Livepatch {
+		name := ""
+		if r.Sym != nil {
+			name = r.Sym.Name
+		}
+		rest, ok := strings.CutPrefix(name, livepatchSymPrefix)
+		o, _, dot := strings.Cut(rest, ".")
+		switch {
+		case !ok || !dot || o == "":
+			return "", fmt.Errorf("section %q: livepatch relocation at %#x against %q, not a %sOBJ.NAME,POS symbol", s.Name, r.Offset, name, livepatchSymPrefix)
+		case obj != "" && o != obj:
+			return "", fmt.Errorf("section %q: livepatch relocations against both %s and %s", s.Name, obj, o)
+		}
+		obj = o
+	}
+	return obj, nil
+}
+
+func (wr *writer) relaData(s *Section, relocs []Reloc) ([]byte, error) {
+	buf := make([]byte, 0, len(relocs)*relaEntSize)
 	le := binary.LittleEndian
-	for _, r := range s.Relocs {
+	for _, r := range relocs {
 		n := uint64(FieldSize(r.Type))
 		if s.Type != elf.SHT_NOBITS && (r.Offset > s.Size || n > s.Size-r.Offset) {
 			return nil, fmt.Errorf("section %q: relocation %v at %#x outside its %d bytes", s.Name, r.Type, r.Offset, s.Size)

@@ -58,6 +58,9 @@ func Build(ctx context.Context, dir, headers string) (ko string, err error) {
 	if _, err := os.Stat(ko); err != nil {
 		return "", fmt.Errorf("module: make in %s succeeded but: %w", dir, err)
 	}
+	if _, err := livepatchSymbols(ko); err != nil {
+		return "", err
+	}
 	return ko, nil
 }
 

@@ -26,6 +26,10 @@ type Spec struct {
 	// to the replacement code after load, before anything is patched.
 	Fixups  []pack.Fixup
 	Objects []string // paths of prebuilt ELF relocatable objects with the replacement code
+	// Livepatch are the vmlinux symbols the objects reference through
+	// pack.LivepatchSymbol: the module is marked as a livepatch module so
+	// that the kernel's module loader resolves them.
+	Livepatch []string
 	// ImportNS are the symbol namespaces the objects use exports of
 	// (Namespaces): the module imports them.
 	ImportNS []string

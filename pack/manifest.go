@@ -28,6 +28,10 @@ type Manifest struct {
 	// because they only run at boot, module load or unload ("object:
 	// function (section)"): they take effect with the next boot.
 	NextBoot []string `json:"next_boot,omitempty"`
+	// Livepatch are the vmlinux symbols the kernel's module loader
+	// resolves for the update module from kallsyms (pack.LivepatchSymbol):
+	// each must be in kallsyms exactly once.
+	Livepatch []string `json:"livepatch,omitempty"`
 	// Symbols are the kernel symbols whose addresses the loader passes to
 	// the module, in the order the module expects them (its "addrs"
 	// parameter). The module checks each one against kallsyms' name for

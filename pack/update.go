@@ -221,3 +221,26 @@ func FixupType(t elf.R_X86_64) bool {
 func ModuleName(id string) string {
 	return "livesplice_" + strings.ReplaceAll(id, "-", "_")
 }
+
+// Livepatch symbols. A reference the update module's own loader must
+// resolve although vmlinux does not export its target (a jump label's key,
+// a per-CPU variable) is written against the undefined symbol
+// LivepatchSymbol(name): the module is marked as a livepatch module and
+// the kernel's module loader resolves such symbols from kallsyms itself,
+// at load, before jump labels are set up (kernel/livepatch/core.c,
+// klp_apply_section_relocs). Position 0 means the name must be unique.
+const livepatchPrefix = ".klp.sym.vmlinux."
+
+// LivepatchSymbol is the symbol name under which the kernel resolves the
+// vmlinux symbol name, which must be unique in kallsyms.
+func LivepatchSymbol(name string) string { return livepatchPrefix + name + ",0" }
+
+// LivepatchTarget returns the vmlinux symbol a LivepatchSymbol names.
+func LivepatchTarget(sym string) (string, bool) {
+	rest, ok := strings.CutPrefix(sym, livepatchPrefix)
+	if !ok {
+		return "", false
+	}
+	name, pos, ok := strings.Cut(rest, ",")
+	return name, ok && name != "" && pos == "0"
+}

@@ -34,6 +34,14 @@
 // kallsyms are told apart, and how a replaced function with a duplicated
 // name is located: exactly one candidate may match.
 //
+// A function's cold parts (pack.Function.Cold: NAME.cold, the unlikely
+// paths gcc moved out) are matched with it: each at the address the
+// function's code refers to it by, which must be a kallsyms symbol of its
+// name (the helper checks it there for its stack check), and its
+// references to the function, or to what the function refers to, must
+// agree with the function's match. A candidate whose cold part does not
+// match does not match.
+//
 // Nothing here touches the kernel: the caller provides the running code
 // (from /proc/kcore, or from the boot image when lockdown forbids it).
 package runpre

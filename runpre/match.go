@@ -26,6 +26,9 @@ type Match struct {
 	Derived map[string]Derivation
 	// Steps is the whole comparison, when Options.Trace was set.
 	Steps []Step
+	// Parts are the function's cold parts (pack.Function.Cold) as Find
+	// found them, in the pack's order.
+	Parts []*Match
 	// offmap maps pre offsets of instructions to running offsets.
 	offmap map[int]int
 }
@@ -71,6 +74,9 @@ type matcher struct {
 	// once every instruction is mapped.
 	branches []branch
 	trace    bool
+	// known are addresses the code's references must agree with: for a
+	// cold part, its function's and what the function's code refers to.
+	known map[string]uint64
 	// derivedKeys and offKeys journal what was added to Derived and the
 	// offset map, so that a failed trial can be rolled back.
 	derivedKeys []string
@@ -86,8 +92,14 @@ type branch struct {
 // address addr (run may extend past the function). syms, when not nil, is
 // used to cross-check derived addresses and to annotate disassembly.
 func MatchAt(f *pack.Function, addr uint64, run []byte, syms *kallsyms.Table, opts Options) (*Match, error) {
+	return matchAt(f, addr, run, syms, opts, nil)
+}
+
+// matchAt is MatchAt where the code's references to the symbols of known
+// must go to those addresses.
+func matchAt(f *pack.Function, addr uint64, run []byte, syms *kallsyms.Table, opts Options, known map[string]uint64) (*Match, error) {
 	m := &matcher{
-		f: f, pre: f.PreCode, run: run, base: addr, syms: syms, trace: opts.Trace,
+		f: f, pre: f.PreCode, run: run, base: addr, syms: syms, trace: opts.Trace, known: known,
 		relocs: append([]pack.Reloc(nil), f.PreRelocs...),
 		alts:   map[int][]pack.Site{}, labels: map[int]pack.Site{},
 		out: &Match{Name: f.Name, Addr: addr, Derived: map[string]Derivation{}, offmap: map[int]int{}},
@@ -328,6 +340,9 @@ func (m *matcher) derive(r pack.Reloc, addr uint64, pi, ri int) error {
 		return nil
 	}
 	key := r.Symbol
+	if a, ok := m.known[key]; ok && a != addr {
+		return m.mismatch(pi, ri, fmt.Sprintf("the pack's code refers to %s here, the running code to %s, but %s is at %#x", r.Symbol, m.symbolize(addr), r.Symbol, a))
+	}
 	if d, ok := m.out.Derived[key]; ok {
 		if d.Addr != addr {
 			return m.mismatch(pi, ri, fmt.Sprintf("%s is at %#x here, but at %#x according to the instruction at +%#x", r.Symbol, addr, d.Addr, d.At))

@@ -55,13 +55,19 @@ func run(obj, fn, dump string, index int, all bool, source, out string) error {
 		return err
 	}
 	pf.Object, pf.Source = pack.Vmlinux, objName(obj)
-	names := map[string]bool{fn: true}
-	for _, x := range pf.PreRelocs {
-		names[x.Symbol] = true
+	names := map[string]bool{}
+	for i := range pf.Cold {
+		pf.Cold[i].Object, pf.Cold[i].Source = pf.Object, pf.Source
 	}
-	for _, s := range pf.PreSites {
-		for _, x := range s.Relocs {
+	for _, f := range append([]pack.Function{pf}, pf.Cold...) {
+		names[f.Name] = true
+		for _, x := range f.PreRelocs {
 			names[x.Symbol] = true
+		}
+		for _, s := range f.PreSites {
+			for _, x := range s.Relocs {
+				names[x.Symbol] = true
+			}
 		}
 	}
 	ksPath := filepath.Join(dump, "kallsyms")
@@ -89,12 +95,21 @@ func run(obj, fn, dump string, index int, all bool, source, out string) error {
 		return err
 	}
 	var mem []fixture.Window
-	for _, c := range cands {
+	window := func(c kallsyms.Symbol, size int) {
 		n := syms.Extent(c)
-		if max := uint64(len(pf.PreCode) + 256); n == 0 || n > max {
+		if max := uint64(size + 256); n == 0 || n > max {
 			n = max
 		}
 		mem = append(mem, fixture.Window{Addr: c.Addr, Code: text[c.Addr-stext : c.Addr-stext+n]})
+	}
+	for _, c := range cands {
+		window(c, len(pf.PreCode))
+	}
+	// Every kallsyms symbol of a cold part's name: Find chooses.
+	for _, part := range pf.Cold {
+		for _, c := range syms.Lookup(part.Name) {
+			window(c, len(part.PreCode))
+		}
 	}
 	for _, w := range mem {
 		for _, a := range branchTargets(w) {

@@ -1,0 +1,45 @@
+package e2e
+
+import (
+	"regexp"
+	"slices"
+	"testing"
+
+	"github.com/livesplice/livesplice/demo"
+)
+
+// TestTracepoint applies a replacement of __set_task_comm that has a new
+// string literal, reads a per-CPU variable vmlinux does not export
+// (process_counts) and keeps the task_rename tracepoint, whose key vmlinux
+// does not export either: the kernel's module loader resolves both from
+// kallsyms through livepatch relocations. The tracepoint fires from the
+// replacement when enabled, and only then.
+func TestTracepoint(t *testing.T) {
+	s, bin := newSetup(t)
+	packPath, m := buildPack(t, s, demo.Rename, "rename.tar.xz", "__set_task_comm")
+	for _, want := range []string{"__tracepoint_task_rename", "process_counts"} {
+		if !slices.Contains(m.Livepatch, want) {
+			t.Errorf("manifest livepatch symbols %q lack %s", m.Livepatch, want)
+		}
+	}
+	steps := boot(t, s, bin, map[string]string{"rename.tar.xz": packPath}, "tracepoint")
+	for _, step := range []string{"before", "apply", "renamed", "trace-off", "trace-on", "undo", "undone"} {
+		t.Logf("%s:\n%s", step, steps[step])
+	}
+	checkContains(t, steps, "before", `comm "a/b"`)
+	if rc := demo.ExitStatus(steps["apply"]); rc != 0 {
+		t.Fatalf("livesplice apply exited %d:\n%s", rc, steps["apply"])
+	}
+	checkContains(t, steps, "renamed", `comm "c_d_e"`)
+	if !regexp.MustCompile(`comm of \d+ had a slash: now c_d_e \(cpu \d+ has forked \d+ tasks\)`).MatchString(steps["renamed"]) {
+		t.Errorf("no log line from the replacement's new string:\n%s", steps["renamed"])
+	}
+	checkContains(t, steps, "trace-off", `comm "f_g"`, "no trace")
+	// The tracepoint in the replacement fires with the name as given.
+	checkContains(t, steps, "trace-on", `comm "h_i"`, "task_rename:", "newcomm=h/i")
+	if rc := demo.ExitStatus(steps["undo"]); rc != 0 {
+		t.Fatalf("livesplice undo exited %d:\n%s", rc, steps["undo"])
+	}
+	checkContains(t, steps, "undone", `comm "j/k"`)
+	checkUnchanged(t, steps)
+}
