@@ -263,8 +263,8 @@ func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractO
 	spec.Objects = append(spec.Objects, out)
 	spec.Functions = append(spec.Functions, ex.Functions...)
 	spec.Fixups = append(spec.Fixups, ex.Fixups...)
-	for _, l := range ex.Linked {
-		if name, ok := pack.LivepatchTarget(l.Target); ok && !slices.Contains(spec.Livepatch, name) {
+	for _, name := range ex.Livepatch {
+		if !slices.Contains(spec.Livepatch, name) {
 			spec.Livepatch = append(spec.Livepatch, name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // Changeset is what changed between the pre and post builds of one object.
@@ -196,12 +197,38 @@ func (d *differ) hasLooseCode(sec *elfobj.Section) bool {
 			}
 		}
 	}
-	for i, c := range covered {
-		if !c && sec.Data[i] != 0x90 && sec.Data[i] != 0xcc && sec.Data[i] != 0 {
+	for i := 0; i < len(covered); {
+		if covered[i] {
+			i++
+			continue
+		}
+		end := i
+		for end < len(covered) && !covered[end] {
+			end++
+		}
+		if !padding(sec.Data[i:end]) {
 			return true
 		}
+		i = end
 	}
 	return false
+}
+
+// padding reports whether b is only what the assembler puts between
+// functions to align them: NOPs of any length, int3 and zeros.
+func padding(b []byte) bool {
+	for len(b) > 0 {
+		if b[0] == 0xcc || b[0] == 0 {
+			b = b[1:]
+			continue
+		}
+		in, err := x86asm.Decode(b, 64)
+		if err != nil || in.Op != x86asm.NOP {
+			return false
+		}
+		b = b[in.Len:]
+	}
+	return true
 }
 
 func (d *differ) looseName(sec *elfobj.Section) string {

@@ -46,6 +46,8 @@ int report(int x) { printk("report %d\n", x); return x; }
 int other(int x) { return x - 7; }
 __attribute__((section(".init.text"))) int setup(int x) { return x + 11; }
 __attribute__((section(".exit.text"))) void teardown(void) { shared_counter = 0; }
+__attribute__((section(".sched.text"), noinline)) int sched_a(int x) { return x * 5 + 1; }
+__attribute__((section(".sched.text"), noinline)) int sched_b(int x) { return sched_a(x) + 2; }
 `
 
 func names(fns []Function) string {
@@ -74,6 +76,10 @@ func TestDiff(t *testing.T) {
 		{name: "data", post: strings.Replace(base, "{1, 2, 3, 4}", "{1, 2, 3, 5}", 1),
 			refusedSym: "table", refusedReason: "initialised data .data.table changed: not supported"},
 		{name: "static-call", post: strings.Replace(base, "table[x & 3]; }", "table[x & 1]; }", 1), changed: "compute"},
+		// Functions sharing an explicit section, aligned with multi-byte
+		// NOPs between them: the one that grows is replaced, the one that
+		// moves is not.
+		{name: "shared-section", post: strings.Replace(base, "x * 5 + 1", "x * 6 + 1", 1), changed: "sched_a"},
 		{name: "init-only", post: strings.Replace(base, "x + 11", "x + 12", 1), nextBoot: "setup"},
 		{name: "exit-only", post: strings.Replace(base, "shared_counter = 0", "shared_counter = 1", 1), nextBoot: "teardown"},
 		{name: "init-and-body", post: strings.Replace(strings.Replace(base, "x + 11", "x + 12", 1), "x - 7", "x - 8", 1),

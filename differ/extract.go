@@ -25,6 +25,9 @@ type Extraction struct {
 	// Anchors are pre functions the update does not replace, whose code
 	// locates statics only the replacement refers to (anchors.go).
 	Anchors []pack.Function
+	// Livepatch are the vmlinux symbols the object references through
+	// pack.LivepatchSymbol (special_carry.go), sorted.
+	Livepatch []string
 }
 
 // ExtractOptions configure ExtractWith.

@@ -209,6 +209,12 @@ func (x *extractor) write(w io.Writer) error {
 		return err
 	}
 	img.f.Sections = append(img.f.Sections, &elfobj.Section{Name: ".note.GNU-stack", Type: elf.SHT_PROGBITS, Addralign: 1})
+	for name := range img.undefs {
+		if target, ok := pack.LivepatchTarget(name); ok {
+			x.out.Livepatch = append(x.out.Livepatch, target)
+		}
+	}
+	sort.Strings(x.out.Livepatch)
 	return img.f.Write(w)
 }
 
