@@ -77,6 +77,9 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 		identity.Msg += "; the running code matches the pack's, but its module is built for that kernel and cannot be loaded here"
 		return nil, identity
 	}
+	if err := checkLivepatch(m, syms); err != nil {
+		return nil, err
+	}
 	if c.Plan, err = MakePlan(m, syms, append(append([]*runpre.Match(nil), c.Matches...), c.Anchors...)); err != nil {
 		return nil, err
 	}
