@@ -39,11 +39,23 @@ type Options struct {
 // RefusedError says the differ found changes this update cannot carry.
 type RefusedError struct {
 	Patch    string
-	Refusals []string
+	Refusals []Refusal
+}
+
+// Refusal is one reason a patch cannot be turned into an update: its
+// kind (differ.RefuseOther for the builder's own) and what it says to
+// people, naming the object, symbol and section.
+type Refusal struct {
+	Kind differ.RefusalKind
+	Text string
 }
 
 func (e *RefusedError) Error() string {
-	return fmt.Sprintf("patch %s cannot be turned into an update:\n  %s", e.Patch, strings.Join(e.Refusals, "\n  "))
+	texts := make([]string, len(e.Refusals))
+	for i, r := range e.Refusals {
+		texts[i] = r.Text
+	}
+	return fmt.Sprintf("patch %s cannot be turned into an update:\n  %s", e.Patch, strings.Join(texts, "\n  "))
 }
 
 // NothingToDoError says a patch changes no code the running kernel will
@@ -54,9 +66,15 @@ func (e *RefusedError) Error() string {
 type NothingToDoError struct {
 	Patch    string
 	NextBoot []string
+	// Why says why no object changes, when it is not that they compile
+	// to the same code (a header no built object includes).
+	Why string
 }
 
 func (e *NothingToDoError) Error() string {
+	if e.Why != "" {
+		return fmt.Sprintf("patch %s: %s: nothing to do at run time", e.Patch, e.Why)
+	}
 	if len(e.NextBoot) == 0 {
 		return fmt.Sprintf("patch %s changes no code of the running kernel (the objects it touches compile to the same code): nothing to do at run time", e.Patch)
 	}
@@ -130,7 +148,7 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		Description: o.Description,
 	}
 	var u extracted
-	var refused []string
+	var refused []Refusal
 	for i, obj := range objects {
 		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
 		xopts.Prefix = fmt.Sprintf("ls%d_", i)
@@ -277,7 +295,7 @@ func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractO
 func refusedError(obj string, refused []differ.Refusal) *RefusedError {
 	re := &RefusedError{}
 	for _, r := range refused {
-		re.Refusals = append(re.Refusals, fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason))
+		re.Refusals = append(re.Refusals, Refusal{Kind: r.Kind, Text: fmt.Sprintf("%s: %s (section %s): %s", obj, r.Symbol, r.Section, r.Reason)})
 	}
 	return re
 }

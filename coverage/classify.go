@@ -184,8 +184,8 @@ func refusedRule(err error, n Names) (BuildOutcome, bool) {
 		return BuildOutcome{}, false
 	}
 	var o BuildOutcome
-	for _, text := range re.Refusals {
-		text = n.normalise(text)
+	for _, rf := range re.Refusals {
+		text := n.normalise(rf.Text)
 		c := phraseCategory(text)
 		if c == "" {
 			c = OtherRefusal

@@ -26,7 +26,11 @@ const (
 func TestClassifyBuild(t *testing.T) {
 	names := Names{Tree: "/cache/trees/6.1.0-53-amd64", Patch: "/corpus/net__ipv4__arp.c.patch", Object: "net/ipv4/arp.o", Work: "/cache/work/c-arp"}
 	refused := func(texts ...string) error {
-		return fmt.Errorf("building: %w", &builder.RefusedError{Patch: "/corpus/net__ipv4__arp.c.patch", Refusals: texts})
+		re := &builder.RefusedError{Patch: "/corpus/net__ipv4__arp.c.patch"}
+		for _, t := range texts {
+			re.Refusals = append(re.Refusals, builder.Refusal{Text: t})
+		}
+		return fmt.Errorf("building: %w", re)
 	}
 	tests := []struct {
 		name     string

@@ -100,7 +100,7 @@ func (d *differ) compareOrphanCold(name string) error {
 		}
 	}
 	if !same {
-		d.refuse(name, post[0].Section.Name, "cold part %s changed, and its function %s is in neither build: cannot carry it", name, parent)
+		d.refuse(RefuseOther, name, post[0].Section.Name, "cold part %s changed, and its function %s is in neither build: cannot carry it", name, parent)
 	}
 	return nil
 }

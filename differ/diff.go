@@ -50,7 +50,49 @@ type Function struct {
 }
 
 // Refusal is one change this cut cannot ship.
-type Refusal struct{ Symbol, Section, Reason string }
+type Refusal struct {
+	Kind                    RefusalKind
+	Symbol, Section, Reason string
+}
+
+// RefusalKind says what kind of change a refusal is about, for callers
+// that count or sort refusals; Reason says it to people.
+type RefusalKind int
+
+// The kinds of refusal.
+const (
+	// RefuseOther: none of the kinds below (an object the differ cannot
+	// read as it expects).
+	RefuseOther RefusalKind = iota
+	// RefuseData: initialised data changed, or data added that no
+	// symbol names: the running kernel's copy cannot be replaced.
+	RefuseData
+	// RefuseLayout: a struct or union layout changed.
+	RefuseLayout
+	// RefuseSignature: a function's prototype changed and callers that
+	// are not replaced remain.
+	RefuseSignature
+	// RefuseSite: the jump cannot be written safely at the patch site.
+	RefuseSite
+	// RefuseSpecial: special-section entries the update cannot carry.
+	RefuseSpecial
+	// RefuseReference: a reference to the running kernel the update
+	// module cannot resolve (unexported, anonymous, new static).
+	RefuseReference
+	// RefuseAmbiguous: several copies of one name.
+	RefuseAmbiguous
+	// RefuseCode: code changed outside any function symbol.
+	RefuseCode
+)
+
+var refusalKindNames = [...]string{"other", "data", "layout", "signature", "patch site", "special section", "reference", "ambiguous", "loose code"}
+
+func (k RefusalKind) String() string {
+	if int(k) < len(refusalKindNames) {
+		return refusalKindNames[k]
+	}
+	return fmt.Sprintf("refusal kind %d", int(k))
+}
 
 // differ holds the state of one Diff call.
 type differ struct {
@@ -86,8 +128,8 @@ func Diff(pre, post *elfobj.File) (*Changeset, error) {
 	return &d.cs, nil
 }
 
-func (d *differ) refuse(sym, sec, format string, args ...any) {
-	d.cs.Refused = append(d.cs.Refused, Refusal{Symbol: sym, Section: sec, Reason: fmt.Sprintf(format, args...)})
+func (d *differ) refuse(kind RefusalKind, sym, sec, format string, args ...any) {
+	d.cs.Refused = append(d.cs.Refused, Refusal{Kind: kind, Symbol: sym, Section: sec, Reason: fmt.Sprintf(format, args...)})
 }
 
 // compareFunctions fills Changed, Added and name-level refusals.
@@ -104,7 +146,7 @@ func (d *differ) compareFunctions() error {
 			fn := postSyms[0]
 			d.cs.Added = append(d.cs.Added, Function{Name: name, Section: fn.Section.Name, PostSize: int(fn.Size)})
 			if len(postSyms) > 1 {
-				d.refuse(name, fn.Section.Name, "new function %s is defined %d times in the object: cannot tell the copies apart", name, len(postSyms))
+				d.refuse(RefuseAmbiguous, name, fn.Section.Name, "new function %s is defined %d times in the object: cannot tell the copies apart", name, len(postSyms))
 			}
 			continue
 		}
@@ -116,7 +158,7 @@ func (d *differ) compareFunctions() error {
 			continue
 		}
 		if len(preSyms) > 1 || len(postSyms) > 1 {
-			d.refuse(name, postSyms[0].Section.Name, "function %s is defined %d times in pre and %d in post: cannot tell the copies apart",
+			d.refuse(RefuseAmbiguous, name, postSyms[0].Section.Name, "function %s is defined %d times in pre and %d in post: cannot tell the copies apart",
 				name, len(preSyms), len(postSyms))
 			continue
 		}
@@ -182,7 +224,7 @@ func (d *differ) compareLooseCode() error {
 		if preSec != nil && d.sameSection(preSec, sec) {
 			continue
 		}
-		d.refuse(d.looseName(sec), sec.Name, "code in %s changed outside any function symbol (STT_FUNC): cannot replace it as a function", sec.Name)
+		d.refuse(RefuseCode, d.looseName(sec), sec.Name, "code in %s changed outside any function symbol (STT_FUNC): cannot replace it as a function", sec.Name)
 	}
 	return nil
 }
@@ -278,7 +320,7 @@ func (d *differ) compareData() error {
 			case pre == nil:
 				d.cs.AddedData = append(d.cs.AddedData, Data{Name: s.Name, Section: sec.Name, Size: int(s.Size)})
 			case !d.corr.sameSym(pre, s):
-				d.refuse(s.Name, sec.Name, "%s %s changed: not supported", dataKind(sec), sec.Name)
+				d.refuse(RefuseData, s.Name, sec.Name, "%s %s changed: not supported", dataKind(sec), sec.Name)
 			}
 		}
 	}
@@ -301,9 +343,9 @@ func (d *differ) compareAnonData(sec *elfobj.Section) {
 	switch {
 	case preSec == nil && sec.Size == 0:
 	case preSec == nil:
-		d.refuse(d.looseName(sec), sec.Name, "%s %s added and no symbol names it: not supported", dataKind(sec), sec.Name)
+		d.refuse(RefuseData, d.looseName(sec), sec.Name, "%s %s added and no symbol names it: not supported", dataKind(sec), sec.Name)
 	case !d.sameSection(preSec, sec):
-		d.refuse(d.looseName(sec), sec.Name, "%s %s changed (no symbol names it): not supported", dataKind(sec), sec.Name)
+		d.refuse(RefuseData, d.looseName(sec), sec.Name, "%s %s changed (no symbol names it): not supported", dataKind(sec), sec.Name)
 	}
 }
 
@@ -370,7 +412,7 @@ func (d *differ) extractedSet() map[string]bool {
 func (d *differ) functionRefusals(name string, changed bool, extracted map[string]bool) []Refusal {
 	post := single(d.post.funcs[name])
 	if post == nil {
-		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in post", name)}}
+		return []Refusal{{Kind: RefuseAmbiguous, Symbol: name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in post", name)}}
 	}
 	if rs := kindRefusals(post, changed); len(rs) > 0 {
 		return rs
@@ -379,7 +421,7 @@ func (d *differ) functionRefusals(name string, changed bool, extracted map[strin
 	if changed {
 		pre := single(d.pre.funcs[name])
 		if pre == nil {
-			return []Refusal{{Symbol: name, Section: post.Section.Name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in pre", name)}}
+			return []Refusal{{Kind: RefuseAmbiguous, Symbol: name, Section: post.Section.Name, Reason: fmt.Sprintf("function %s is not a single STT_FUNC symbol in pre", name)}}
 		}
 		_, siteRs := siteCheck(d.pre, pre)
 		rs = append(rs, siteRs...)
@@ -396,7 +438,9 @@ func (d *differ) functionRefusals(name string, changed bool, extracted map[strin
 // kindRefusals refuses functions by what they are: __init/__exit code.
 func kindRefusals(fn *elfobj.Symbol, changed bool) []Refusal {
 	name, sec := fn.Name, fn.Section.Name
-	ref := func(reason string) []Refusal { return []Refusal{{Symbol: name, Section: sec, Reason: reason}} }
+	ref := func(reason string) []Refusal {
+		return []Refusal{{Kind: RefuseOther, Symbol: name, Section: sec, Reason: reason}}
+	}
 	switch {
 	case initSection(sec) && changed:
 		return ref("__init function changed: it already ran")

@@ -67,6 +67,7 @@ func TestDiff(t *testing.T) {
 		nextBoot      string
 		refusedSym    string
 		refusedReason string
+		refusedKind   RefusalKind
 	}{
 		{name: "unchanged", post: base},
 		{name: "body", post: strings.Replace(base, "x - 7", "x - 8", 1), changed: "other"},
@@ -74,7 +75,7 @@ func TestDiff(t *testing.T) {
 		{name: "added", changed: "other", added: "newhelper", post: strings.Replace(base, "int other(int x) { return x - 7; }",
 			"__attribute__((noinline)) static int newhelper(int x) { return x * x + shared_counter; }\nint other(int x) { return newhelper(x) - 7; }", 1)},
 		{name: "data", post: strings.Replace(base, "{1, 2, 3, 4}", "{1, 2, 3, 5}", 1),
-			refusedSym: "table", refusedReason: "initialised data .data.table changed: not supported"},
+			refusedSym: "table", refusedReason: "initialised data .data.table changed: not supported", refusedKind: RefuseData},
 		{name: "static-call", post: strings.Replace(base, "table[x & 3]; }", "table[x & 1]; }", 1), changed: "compute"},
 		// Functions sharing an explicit section, aligned with multi-byte
 		// NOPs between them: the one that grows is replaced, the one that
@@ -105,6 +106,11 @@ int other(`, 1), nextBoot: "early"},
 				t.Errorf("NextBoot = %q, want %q", got, tc.nextBoot)
 			}
 			checkRefused(t, cs, tc.refusedSym, tc.refusedReason)
+			for _, r := range cs.Refused {
+				if r.Kind != tc.refusedKind {
+					t.Errorf("refusal %q is of kind %v, want %v", r.Reason, r.Kind, tc.refusedKind)
+				}
+			}
 		})
 	}
 }

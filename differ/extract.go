@@ -114,7 +114,7 @@ type localReloc struct {
 func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]bool, pol *dataPolicy) (*plan, []Refusal) {
 	code, relocs, err := post.maskedCode(fn)
 	if err != nil {
-		return nil, []Refusal{{Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
+		return nil, []Refusal{{Kind: RefuseOther, Symbol: fn.Name, Section: fn.Section.Name, Reason: err.Error()}}
 	}
 	p := &plan{fn: fn, code: code, size: uint64(len(code))}
 	rs := specialRefusals(post, fn)
@@ -128,7 +128,7 @@ func planFunction(pre, post *object, fn *elfobj.Symbol, extracted map[string]boo
 			continue
 		}
 		if reason := p.addReloc(pre, post, r, off, extracted, pol); reason != "" {
-			rs = append(rs, Refusal{Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
+			rs = append(rs, Refusal{Kind: RefuseReference, Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
 		}
 	}
 	return p, rs
@@ -215,7 +215,7 @@ func specialRefusals(o *object, fn *elfobj.Symbol) []Refusal {
 		use, reason := special(in.from.Name)
 		if use == mustRefuse && !seen[in.from.Name] {
 			seen[in.from.Name] = true
-			rs = append(rs, Refusal{Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
+			rs = append(rs, Refusal{Kind: RefuseSpecial, Symbol: fn.Name, Section: fn.Section.Name, Reason: reason})
 		}
 	}
 	return rs

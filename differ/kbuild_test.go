@@ -264,7 +264,7 @@ func TestKernelObject(t *testing.T) {
 		t.Errorf("Changed = %q, Added = %q; want Changed %q, nothing added", got, names(cs.Added), shippable)
 	}
 	wantRefused := []Refusal{
-		{Symbol: "lsfixture_hello", Section: ".text.unlikely.lsfixture_hello",
+		{Kind: RefuseSite, Symbol: "lsfixture_hello", Section: ".text.unlikely.lsfixture_hello",
 			Reason: "the loader cannot compute the bytes at the patch site: they reference a string"},
 	}
 	if len(cs.Refused) != len(wantRefused) {
@@ -272,7 +272,7 @@ func TestKernelObject(t *testing.T) {
 	}
 	for i := 0; i < len(cs.Refused) && i < len(wantRefused); i++ {
 		got, want := cs.Refused[i], wantRefused[i]
-		if got.Symbol != want.Symbol || got.Section != want.Section || !strings.Contains(got.Reason, want.Reason) {
+		if got.Kind != want.Kind || got.Symbol != want.Symbol || got.Section != want.Section || !strings.Contains(got.Reason, want.Reason) {
 			t.Errorf("Refused[%d] = %+v, want %+v", i, got, want)
 		}
 	}

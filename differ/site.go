@@ -31,7 +31,7 @@ func fentryOffset(o *object, fn *elfobj.Symbol) int {
 func siteCheck(pre *object, fn *elfobj.Symbol) (int, []Refusal) {
 	site := fentryOffset(pre, fn)
 	ref := func(format string, args ...any) Refusal {
-		return Refusal{Symbol: fn.Name, Section: fn.Section.Name,
+		return Refusal{Kind: RefuseSite, Symbol: fn.Name, Section: fn.Section.Name,
 			Reason: fmt.Sprintf(format, args...) + fmt.Sprintf(" (patch site [%d, %d) of the pre function)", site, site+pack.JumpLen)}
 	}
 	if fn.Size < uint64(site+pack.JumpLen) {

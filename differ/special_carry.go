@@ -89,8 +89,8 @@ type codeRange struct {
 }
 
 // refuse builds a refusal for p's function.
-func (p *plan) refusal(format string, args ...any) Refusal {
-	return Refusal{Symbol: p.fn.Name, Section: p.fn.Section.Name, Reason: fmt.Sprintf(format, args...)}
+func (p *plan) refusal(kind RefusalKind, format string, args ...any) Refusal {
+	return Refusal{Kind: kind, Symbol: p.fn.Name, Section: p.fn.Section.Name, Reason: fmt.Sprintf(format, args...)}
 }
 
 // planSpecial decides the special-section entries of plan p and turns its
@@ -115,7 +115,7 @@ func (x *extractor) planSpecial(p *plan) []Refusal {
 		size := x.opts.EntrySizes[name]
 		if size <= 0 || len(sec.Data)%size != 0 {
 			if x.anchoredIn(sec, p) {
-				rs = append(rs, p.refusal("has %s entries, but the target kernel's entry size for %s is unknown or does not divide the section (%d bytes, entry %d)",
+				rs = append(rs, p.refusal(RefuseSpecial, "has %s entries, but the target kernel's entry size for %s is unknown or does not divide the section (%d bytes, entry %d)",
 					name, name, len(sec.Data), size))
 			}
 			continue
@@ -127,7 +127,7 @@ func (x *extractor) planSpecial(p *plan) []Refusal {
 			}
 			if why != "" {
 				if c.required {
-					rs = append(rs, p.refusal("%s", why))
+					rs = append(rs, p.refusal(RefuseReference, "%s", why))
 				}
 				continue
 			}
@@ -140,7 +140,7 @@ func (x *extractor) planSpecial(p *plan) []Refusal {
 					b, ok = unwind.Bytes(idx*uint64(us), uint64(us))
 				}
 				if !ok {
-					rs = append(rs, p.refusal("ORC entry %d has no .orc_unwind counterpart of %d bytes", idx, us))
+					rs = append(rs, p.refusal(RefuseSpecial, "ORC entry %d has no .orc_unwind counterpart of %d bytes", idx, us))
 					continue
 				}
 				e.pars = b
@@ -163,7 +163,7 @@ func (x *extractor) planSpecial(p *plan) []Refusal {
 				continue
 			}
 			if carriedSections[cr.sec].required {
-				rs = append(rs, p.refusal("reference to %s at offset %#x lies in an instruction the module loader rewrites (%s in %s) before the update's init can fix it up: %s is not exported",
+				rs = append(rs, p.refusal(RefuseReference, "reference to %s at offset %#x lies in an instruction the module loader rewrites (%s in %s) before the update's init can fix it up: %s is not exported",
 					fx.Target, fx.Offset, cr.kind, cr.sec, fx.Target))
 			} else {
 				drop[cr.entry] = true
@@ -442,7 +442,7 @@ func (x *extractor) planLegacy(p *plan) []Refusal {
 		}
 		if why := legacyRefusal(in.from.Name); why != "" && !seen[in.from.Name] {
 			seen[in.from.Name] = true
-			rs = append(rs, p.refusal("%s", why))
+			rs = append(rs, p.refusal(RefuseReference, "%s", why))
 		}
 	}
 	ip, unwind := x.post.f.Section(".orc_unwind_ip"), x.post.f.Section(".orc_unwind")

@@ -63,7 +63,7 @@ func (d *differ) compareTypes() error {
 	case pre == nil && post == nil:
 		return nil
 	case pre == nil || post == nil:
-		d.refuse(d.post.f.Name, ".debug_info", "only one of the pre and post objects has DWARF debug info: cannot compare struct layouts and signatures")
+		d.refuse(RefuseOther, d.post.f.Name, ".debug_info", "only one of the pre and post objects has DWARF debug info: cannot compare struct layouts and signatures")
 		return nil
 	}
 	for _, name := range sortedKeys(post.layouts) {
@@ -72,7 +72,7 @@ func (d *differ) compareTypes() error {
 			continue // new, gone, or ambiguous in one object
 		}
 		if diffs := layoutDiff(name, a[0], b[0]); len(diffs) > 0 {
-			d.refuse(name, ".debug_info", "layout of %s changed (%s): code that is not replaced and data already allocated in the running kernel use the old layout",
+			d.refuse(RefuseLayout, name, ".debug_info", "layout of %s changed (%s): code that is not replaced and data already allocated in the running kernel use the old layout",
 				name, strings.Join(diffs, "; "))
 		}
 	}
@@ -96,14 +96,14 @@ func (d *differ) compareSignatures(pre, post *typeInfo) {
 		}
 		change := fmt.Sprintf("signature of %s changed from %s to %s", name, a[0].text, b[0].text)
 		if a[0].external || b[0].external {
-			d.refuse(name, sec, "%s: it is global, and callers in other objects, which are not replaced, would pass the old arguments", change)
+			d.refuse(RefuseSignature, name, sec, "%s: it is global, and callers in other objects, which are not replaced, would pass the old arguments", change)
 			continue
 		}
 		if !changedClone(name, changed) {
 			continue
 		}
 		if users := d.oldUsers(name, changed); len(users) > 0 {
-			d.refuse(name, sec, "%s: %s, which %s not replaced, would pass the old arguments", change, strings.Join(users, ", "), isAre(len(users)))
+			d.refuse(RefuseSignature, name, sec, "%s: %s, which %s not replaced, would pass the old arguments", change, strings.Join(users, ", "), isAre(len(users)))
 		}
 	}
 }

@@ -75,7 +75,7 @@ func (x *extractor) plan(cs *Changeset) error {
 func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusal {
 	preFn, postFn := single(x.pre.funcs[name]), single(x.post.funcs[name])
 	if preFn == nil || postFn == nil {
-		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in both pre (%d) and post (%d)",
+		return []Refusal{{Kind: RefuseAmbiguous, Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in both pre (%d) and post (%d)",
 			name, len(x.pre.funcs[name]), len(x.post.funcs[name]))}}
 	}
 	if rs := kindRefusals(postFn, true); len(rs) > 0 {
@@ -91,7 +91,7 @@ func (x *extractor) planChanged(name string, extracted map[string]bool) []Refusa
 		pre.Cold, err = preCold(x.pre, preFn, x.opts.EntrySizes)
 	}
 	if err != nil {
-		return []Refusal{{Symbol: name, Section: preFn.Section.Name, Reason: err.Error()}}
+		return []Refusal{{Kind: RefuseOther, Symbol: name, Section: preFn.Section.Name, Reason: err.Error()}}
 	}
 	for i := range pre.Cold {
 		pre.Cold[i].Object, pre.Cold[i].Source = pre.Object, pre.Source
@@ -121,7 +121,7 @@ func (x *extractor) planWithCold(fn *elfobj.Symbol, extracted map[string]bool) (
 func (x *extractor) planAdded(name string, extracted map[string]bool) []Refusal {
 	postFn := single(x.post.funcs[name])
 	if postFn == nil {
-		return []Refusal{{Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in post (%d)", name, len(x.post.funcs[name]))}}
+		return []Refusal{{Kind: RefuseAmbiguous, Symbol: name, Reason: fmt.Sprintf("%s is not a single STT_FUNC symbol in post (%d)", name, len(x.post.funcs[name]))}}
 	}
 	if rs := kindRefusals(postFn, false); len(rs) > 0 {
 		return rs
