@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -122,7 +123,8 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	for i, src := range sources {
 		objects[i] = strings.TrimSuffix(src, ".c") + ".o"
 	}
-	if err := o.compile(ctx, objects, work); err != nil {
+	kernelObjects, err := o.compile(ctx, objects, work)
+	if err != nil {
 		return nil, err
 	}
 
@@ -141,6 +143,10 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	exporters, err := module.Exporters(o.Headers)
+	if err != nil {
+		return nil, err
+	}
 	xopts := differ.ExtractOptions{EntrySizes: sizes, Exported: exported}
 	spec := module.Spec{
 		ID:          o.ID,
@@ -152,7 +158,8 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 	for i, obj := range objects {
 		out := filepath.Join(extractDir, fmt.Sprintf("patch%d.o", i))
 		xopts.Prefix = fmt.Sprintf("ls%d_", i)
-		err := u.extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, out, &spec)
+		xopts.Object, xopts.Source = kernelObjects[obj], obj
+		err := u.extract(obj, filepath.Join(work, "pre", obj), filepath.Join(work, "post", obj), xopts, exporters, out, &spec)
 		var re *RefusedError
 		if errors.As(err, &re) {
 			refused = append(refused, re.Refusals...)
@@ -204,31 +211,59 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 }
 
 // compile builds objects from the pristine tree into work/pre and from the
-// patched tree into work/post, and refuses objects that belong to modules.
-func (o Options) compile(ctx context.Context, objects []string, work string) error {
-	return o.Tree.BuildWithPatch(ctx, o.Patch, false, objects, filepath.Join(work, "pre"), filepath.Join(work, "post"),
+// patched tree into work/post, and returns the kernel object each is
+// built into (objectOf).
+func (o Options) compile(ctx context.Context, objects []string, work string) (map[string]string, error) {
+	kernelObjects := map[string]string{}
+	err := o.Tree.BuildWithPatch(ctx, o.Patch, false, objects, filepath.Join(work, "pre"), filepath.Join(work, "post"),
 		func() error {
 			for _, obj := range objects {
-				if err := builtIn(o.Tree.Dir, obj); err != nil {
+				ko, err := objectOf(o.Tree.Dir, obj)
+				if err != nil {
 					return err
 				}
+				kernelObjects[obj] = ko
 			}
 			return nil
 		})
+	return kernelObjects, err
 }
 
-// builtIn refuses objects that Kbuild compiles for a module: patching
-// modules comes later.
-func builtIn(tree, obj string) error {
+var (
+	moduleFlagRE = regexp.MustCompile(`(^|\s)-DMODULE(\s|$)`)
+	modNameRE    = regexp.MustCompile(`-DKBUILD_MODNAME='"([A-Za-z0-9_]+)"'`)
+)
+
+// objectOf says which kernel object the compiled object obj (relative to
+// the tree) is part of: pack.Vmlinux, or, when Kbuild compiles it for a
+// module (-DMODULE in its .o.cmd), the module's name (KBUILD_MODNAME,
+// what lsmod shows).
+func objectOf(tree, obj string) (string, error) {
 	cmdFile := filepath.Join(tree, filepath.Dir(obj), "."+filepath.Base(obj)+".cmd")
 	data, err := os.ReadFile(cmdFile)
 	if err != nil {
-		return fmt.Errorf("object %s: %w", obj, err)
+		return "", fmt.Errorf("object %s: %w", obj, err)
 	}
-	if strings.Contains(string(data), "-DMODULE") {
-		return fmt.Errorf("object %s is part of a module, not of vmlinux: patching modules is not supported yet", obj)
+	line, _, _ := strings.Cut(string(data), "\n")
+	if !moduleFlagRE.MatchString(line) {
+		return pack.Vmlinux, nil
 	}
-	return nil
+	m := modNameRE.FindStringSubmatch(line)
+	if m == nil {
+		return "", fmt.Errorf("object %s is built for a module, but %s names no KBUILD_MODNAME", obj, cmdFile)
+	}
+	return m[1], nil
+}
+
+// fixupObject says where code of kernel object object finds target: in
+// vmlinux or another module when that one exports it, else in the object
+// itself (a module's statics, its other objects' globals, its own
+// exports). vmlinux code's fix-ups are all to vmlinux.
+func fixupObject(object, target string, exporters map[string]string) string {
+	if e, ok := exporters[target]; ok && object != pack.Vmlinux {
+		return e
+	}
+	return object
 }
 
 // extracted is what the objects of one update give: the replaced
@@ -240,7 +275,7 @@ type extracted struct {
 
 // extract diffs one object and writes its replacement code to out, adding
 // what the module needs to spec and the functions to u.
-func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractOptions, out string, spec *module.Spec) error {
+func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractOptions, exporters map[string]string, out string, spec *module.Spec) error {
 	pre, err := elfobj.Open(prePath)
 	if err != nil {
 		return err
@@ -266,7 +301,6 @@ func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractO
 	if err != nil {
 		return err
 	}
-	xopts.Object, xopts.Source = pack.Vmlinux, obj
 	ex, err := differ.Extract(cs, xopts, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -277,6 +311,21 @@ func (u *extracted) extract(obj, prePath, postPath string, xopts differ.ExtractO
 	}
 	if err != nil {
 		return fmt.Errorf("object %s: %w", obj, err)
+	}
+	if xopts.Object != pack.Vmlinux && len(ex.Livepatch) > 0 {
+		// A module's code links against vmlinux's exports only: its
+		// unexported keys and per-CPU variables are the module's own,
+		// and the kernel resolves livepatch relocations at load only
+		// for vmlinux.
+		var rs []differ.Refusal
+		for _, name := range ex.Livepatch {
+			rs = append(rs, differ.Refusal{Kind: differ.RefuseReference, Symbol: name, Section: "-",
+				Reason: fmt.Sprintf("a static key or per-CPU variable (a tracepoint, dynamic debug) of module %s: the kernel resolves those at load only in vmlinux", xopts.Object)})
+		}
+		return refusedError(obj, rs)
+	}
+	for i := range ex.Fixups {
+		ex.Fixups[i].Object = fixupObject(xopts.Object, ex.Fixups[i].Target, exporters)
 	}
 	spec.Objects = append(spec.Objects, out)
 	spec.Functions = append(spec.Functions, ex.Functions...)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/livesplice/livesplice/demo"
 	"github.com/livesplice/livesplice/guest"
+	"github.com/livesplice/livesplice/pack"
 )
 
 // What the dupnames scenario's new IPC namespace prints (see
@@ -40,7 +41,7 @@ func TestDupNames(t *testing.T) {
 	s, bin := newSetup(t)
 	packPath, m := buildPack(t, s, demo.DupNames, "dupnames.tar.xz", "setup_mq_sysctls")
 	for _, name := range []string{demo.DupNamesFunc, demo.DupNamesVar} {
-		if !slices.Contains(m.Symbols, name) {
+		if !slices.Contains(m.Symbols, pack.Symbol{Name: name, Object: pack.Vmlinux}) {
 			t.Fatalf("the pack does not need %s: symbols %v", name, m.Symbols)
 		}
 	}

@@ -2,6 +2,7 @@ package kallsyms
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,106 @@ func TestParseRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want error containing %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// modSample has a module, binfmt_misc, with a static name of its own used
+// twice (two objects), one vmlinux also has, and another module.
+const modSample = `ffffffff81000000 T _text
+ffffffff812a3b40 t entries
+ffffffff812a3c00 T seq_puts
+ffffffffc0100000 t bm_status_read	[binfmt_misc]
+ffffffffc0100080 t entries	[binfmt_misc]
+ffffffffc0100040 t entries	[binfmt_misc]
+ffffffffc0100100 t bm_status_write	[binfmt_misc]
+ffffffffc0200000 t entries	[loop]
+`
+
+func TestModuleScope(t *testing.T) {
+	tab, err := Parse(strings.NewReader(modSample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bm := tab.In("binfmt_misc")
+	tests := []struct {
+		name   string
+		tab    *Table
+		lookup string
+		want   []uint64
+	}{
+		{"vmlinux sees no module", tab, "entries", []uint64{0xffffffff812a3b40}},
+		{"vmlinux alias", tab.In("vmlinux"), "entries", []uint64{0xffffffff812a3b40}},
+		{"module's own first", bm, "entries", []uint64{0xffffffffc0100040, 0xffffffffc0100080}},
+		{"vmlinux for what the module lacks", bm, "seq_puts", []uint64{0xffffffff812a3c00}},
+		{"no other module", bm, "nosuch", nil},
+		{"other module", tab.In("loop"), "entries", []uint64{0xffffffffc0200000}},
+	}
+	for _, tt := range tests {
+		var got []uint64
+		for _, s := range tt.tab.Lookup(tt.lookup) {
+			got = append(got, s.Addr)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Lookup(%s) = %x, want %x", tt.name, tt.lookup, got, tt.want)
+		}
+	}
+	// Position follows the module's symbol table order, not addresses:
+	// 0xffffffffc0100080 comes first in the input.
+	for addr, want := range map[uint64]int{0xffffffffc0100080: 0, 0xffffffffc0100040: 1} {
+		s, ok := bm.At(addr)
+		if !ok || s.Name != "entries" || s.Module != "binfmt_misc" {
+			t.Fatalf("At(%#x) = %+v, %v", addr, s, ok)
+		}
+		if pos, err := bm.Position(s); err != nil || pos != want {
+			t.Errorf("Position(entries at %#x) = %d, %v; want %d", addr, pos, err, want)
+		}
+	}
+	var le *LookupError
+	if _, err := bm.Unique("entries"); !errors.As(err, &le) || le.Count != 2 || le.Module != "binfmt_misc" ||
+		!strings.Contains(err.Error(), "module binfmt_misc's symbols") {
+		t.Errorf("Unique(entries) in binfmt_misc = %v, want an ambiguity in the module", err)
+	}
+	if _, err := bm.Position(Symbol{Name: "entries", Module: "binfmt_misc", Addr: 1}); !errors.As(err, &le) {
+		t.Errorf("Position of a symbol not in the table = %v, want a LookupError", err)
+	}
+	// At in vmlinux skips module symbols; in a module, other modules'.
+	if s, _ := tab.At(0xffffffffc0100010); s.Module != "" {
+		t.Errorf("vmlinux At(module address) = %+v, want a vmlinux symbol", s)
+	}
+	if s, _ := tab.In("loop").At(0xffffffffc0100010); s.Module == "binfmt_misc" {
+		t.Errorf("loop's At(binfmt_misc address) = %+v", s)
+	}
+	if !tab.Loaded("binfmt_misc") || tab.Loaded("ext4") {
+		t.Error("Loaded: want binfmt_misc, not ext4")
+	}
+	if w := tab.Without("binfmt_misc"); w.Loaded("binfmt_misc") || !w.Loaded("loop") || !tab.Loaded("binfmt_misc") {
+		t.Error("Without(binfmt_misc): want binfmt_misc gone from the new table only")
+	}
+}
+
+func TestWith(t *testing.T) {
+	tab, err := Parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := tab.With([]Symbol{
+		{Addr: 0xffffffffd0000100, Type: 't', Name: "f", Module: "m"},
+		{Addr: 0xffffffffd0000000, Type: 't', Name: "f", Module: "m"},
+	}).In("m")
+	if len(tab.In("m").Lookup("f")) != 0 {
+		t.Error("With changed the original table")
+	}
+	fs := w.Lookup("f")
+	if len(fs) != 2 || fs[0].Addr != 0xffffffffd0000000 {
+		t.Fatalf("Lookup(f) = %+v", fs)
+	}
+	if pos, _ := w.Position(fs[0]); pos != 1 {
+		t.Errorf("Position of the second f in the extra symbols = %d, want 1", pos)
+	}
+	if got := w.Extent(fs[0]); got != 0x100 {
+		t.Errorf("Extent = %#x, want 0x100", got)
+	}
+	if w.Max() != 0xffffffffd0000100 {
+		t.Errorf("Max = %#x", w.Max())
 	}
 }

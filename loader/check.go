@@ -21,10 +21,15 @@ import (
 // Check is what the loader decided about an update without touching the
 // kernel.
 type Check struct {
-	// Source says where the running code was read from.
+	// Source says where vmlinux's running code was read from ("" when the
+	// update replaces no vmlinux code).
 	Source string
-	// Matches are the replaced functions found in the running code, in
-	// the manifest's order; Anchors the manifest's anchors.
+	// Spaces are the objects the update's functions live in, by name:
+	// where their code and symbols were read from.
+	Spaces map[string]*Space
+	// Matches are the replaced functions found in the running code (or,
+	// for a module that is not loaded, in its file), in the manifest's
+	// order; Anchors the manifest's anchors.
 	Matches, Anchors []*runpre.Match
 	Plan             *Plan
 }
@@ -33,8 +38,10 @@ type Check struct {
 // replaced function's pre code must match the running code (run-pre
 // matching), which also yields the addresses of the symbols the update
 // needs, and the module must be loadable here (release, build, compiler).
-// The code comparison comes first: when the pack names another kernel
-// but its code does not match either, the mismatch is what is reported.
+// A function of a module that is not loaded is matched in the module's
+// file, which is what will load. The code comparison comes first: when
+// the pack names another kernel but its code does not match either, the
+// mismatch is what is reported.
 func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	identity, err := runningIdentity(m)
 	if err != nil {
@@ -44,12 +51,12 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	if err != nil {
 		return nil, refuse(KindSymbol, m.ID, err, "cannot read the kernel's symbols")
 	}
-	mem, source, closeMem, err := l.openMemory(syms)
+	spaces, closeSpaces, err := l.openSpaces(m, syms)
 	if err != nil {
-		return nil, refuse(KindMismatch, m.ID, err, "cannot read the running kernel's code to compare it")
+		return nil, err
 	}
-	defer closeMem()
-	c := &Check{Source: source}
+	defer closeSpaces()
+	c := &Check{Source: spaces[pack.Vmlinux].Source, Spaces: spaces}
 	opts := runpre.Options{Trace: l.Debug != nil}
 	for _, group := range []struct {
 		what string
@@ -58,8 +65,9 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	}{{"function", m.Functions, &c.Matches}, {"anchor", m.Anchors, &c.Anchors}} {
 		for i := range group.fs {
 			f := &group.fs[i]
-			mt, err := runpre.Find(f, syms, mem, opts)
-			l.debugMatch(group.what, f, source, mt, err)
+			sp := spaces[f.Object]
+			mt, err := find(f, sp, opts)
+			l.debugMatch(group.what, f, sp.Source, mt, err)
 			if err != nil {
 				re := matchRefusal(m.ID, err)
 				if group.what == "anchor" {
@@ -80,10 +88,19 @@ func (l *Loader) Check(m *pack.Manifest) (*Check, error) {
 	if err := checkLivepatch(m, syms); err != nil {
 		return nil, err
 	}
-	if c.Plan, err = MakePlan(m, syms, append(append([]*runpre.Match(nil), c.Matches...), c.Anchors...)); err != nil {
+	if c.Plan, err = MakePlan(m, spaces, c.Matches, c.Anchors); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// find locates f in its object's space. A module's function must be one
+// of the module's own symbols.
+func find(f *pack.Function, sp *Space, opts runpre.Options) (*runpre.Match, error) {
+	if f.InModule() && len(sp.own(f.Name)) == 0 {
+		return nil, &kallsyms.LookupError{Name: f.Name, Module: f.Object}
+	}
+	return runpre.Find(f, sp.Syms, sp.Mem, opts)
 }
 
 // runningIdentity checks the pack's target against uname and
@@ -205,6 +222,9 @@ func (l *Loader) debugMatch(what string, f *pack.Function, source string, mt *ru
 	runpre.WriteSteps(l.Debug, steps)
 	if mt != nil {
 		writeDerived(l.Debug, mt)
+		for i, part := range mt.Parts {
+			l.debugMatch("cold part", &f.Cold[i], source, part, nil)
+		}
 	}
 }
 

@@ -1,12 +1,13 @@
 package loader
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -30,6 +31,10 @@ type Loader struct {
 	// kernel's notes the loader falls back to when Kcore cannot be read;
 	// default /boot/vmlinuz-RELEASE and /sys/kernel/notes.
 	BootImage, KernelNotes string
+	// Modules is where module files are, with their modules.dep:
+	// default /lib/modules/RELEASE. An update for a module that is not
+	// loaded is matched against the file that will load.
+	Modules string
 	// Debug, when set, receives the whole run-pre comparison.
 	Debug io.Writer
 	// Retries and RetryMS tell the helper how often and how long to wait
@@ -53,10 +58,37 @@ func (l *Loader) sysModule() string {
 
 // Plan is what the loader decided before touching the kernel.
 type Plan struct {
-	// Addrs are the addresses of the manifest's symbols, in its order.
+	// Addrs are the values of the manifest's symbols, in its order: a
+	// vmlinux symbol's running address; for a symbol of a module the
+	// update replaces functions of, which of that module's symbols of its
+	// name it is (kallsyms.Table.Position); 0 for another module's
+	// export, which the helper looks up by name.
 	Addrs []uint64
 	// Expect are the bytes expected at each function's patch site.
-	Expect [][]byte
+	Expect []SiteBytes
+}
+
+// SiteBytes are the bytes the helper expects at a patch site. In a
+// module's code, the bytes of relocation fields (Any) depend on where the
+// module is loaded, which changes with every load: any value will do
+// there.
+type SiteBytes struct {
+	Bytes []byte
+	Any   []bool // nil, or one per byte
+}
+
+// String writes the bytes as the helper's expect parameter reads them:
+// two hex digits per byte, "xx" where any will do.
+func (e SiteBytes) String() string {
+	var b strings.Builder
+	for i, c := range e.Bytes {
+		if i < len(e.Any) && e.Any[i] {
+			b.WriteString("xx")
+		} else {
+			fmt.Fprintf(&b, "%02x", c)
+		}
+	}
+	return b.String()
 }
 
 // Params returns the module parameters that hand the plan to the helper.
@@ -67,7 +99,7 @@ func (p *Plan) Params(retries, retryMS int) string {
 	}
 	var expect strings.Builder
 	for _, e := range p.Expect {
-		expect.WriteString(hex.EncodeToString(e))
+		expect.WriteString(e.String())
 	}
 	params := fmt.Sprintf("addrs=%s expect=%s", strings.Join(addrs, ","), expect.String())
 	if retries > 0 {
@@ -79,60 +111,146 @@ func (p *Plan) Params(retries, retryMS int) string {
 	return params
 }
 
-// MakePlan gives every symbol of the manifest its running address: a
-// matched function's (replaced or anchor) from its match, a symbol the
-// matched code refers to from the running code (all matches must agree),
-// any other from kallsyms, where its name must be unique. The bytes
-// expected at each patch site are the running bytes that matched.
-func MakePlan(m *pack.Manifest, syms *kallsyms.Table, found []*runpre.Match) (*Plan, error) {
-	matches := map[string]*runpre.Match{}
-	derived := map[string]runpre.Derivation{}
-	from := map[string]string{}
-	for _, mt := range found {
-		matches[mt.Name] = mt
-		for key, d := range mt.Derived {
-			if prev, ok := derived[key]; ok && prev.Addr != d.Addr {
-				return nil, refuse(KindSymbol, m.ID, nil, "%s is at %#x according to the running code of %s, at %#x according to %s: two symbols of that name, and the update needs both",
-					d.Symbol, prev.Addr, from[key], d.Addr, mt.Name)
-			}
-			derived[key], from[key] = d, mt.Name
-		}
+// MakePlan gives every symbol of the manifest its value for the helper
+// (Plan.Addrs) from the functions found (matches: one per manifest
+// function; anchors: one per manifest anchor) in their objects' spaces
+// (spaces has vmlinux's and one per module of a function or anchor): a
+// matched function's (replaced or anchor) address from its match, a
+// symbol the matched code refers to from the running code (all matches
+// must agree), any other from the symbols of its object, where its name
+// must be unique. A module's symbol is then told apart from others of
+// its name by its position in the module's symbol table, which is how
+// the helper finds it in the module each time it loads. The bytes
+// expected at each patch site are the running bytes that matched, less,
+// in a module, the relocation fields, which change from load to load.
+func MakePlan(m *pack.Manifest, spaces map[string]*Space, matches, anchors []*runpre.Match) (*Plan, error) {
+	if len(matches) != len(m.Functions) || len(anchors) != len(m.Anchors) {
+		return nil, refuse(KindMismatch, m.ID, nil, "%d of %d functions and %d of %d anchors were matched", len(matches), len(m.Functions), len(anchors), len(m.Anchors))
 	}
-	for _, f := range m.Functions {
-		if matches[f.Name] == nil {
-			return nil, refuse(KindMismatch, m.ID, nil, "function %s was not matched", f.Name)
+	type located struct {
+		addr uint64
+		from string
+	}
+	found := map[pack.Symbol]located{}
+	locate := func(key pack.Symbol, addr uint64, from string) error {
+		if prev, ok := found[key]; ok && prev.addr != addr {
+			return refuse(KindSymbol, m.ID, nil, "%s is at %#x according to the running code of %s, at %#x according to %s: two symbols of that name, and the update needs both",
+				key, prev.addr, prev.from, addr, from)
+		}
+		found[key] = located{addr, from}
+		return nil
+	}
+	for i, fs := range [][]pack.Function{m.Functions, m.Anchors} {
+		mts := [][]*runpre.Match{matches, anchors}[i]
+		for j := range fs {
+			f, mt, sp := &fs[j], mts[j], spaces[fs[j].Object]
+			if mt == nil || sp == nil {
+				return nil, refuse(KindMismatch, m.ID, nil, "function %s was not matched", f.Name)
+			}
+			// The function, then its cold parts (runpre.Find matched them).
+			for _, x := range append([]*runpre.Match{mt}, mt.Parts...) {
+				if err := locate(pack.Symbol{Name: x.Name, Object: f.Object}, x.Addr, mt.Name); err != nil {
+					return nil, err
+				}
+				for _, key := range slices.Sorted(maps.Keys(x.Derived)) {
+					d := x.Derived[key]
+					obj := sp.objectAt(d.Symbol, d.Addr)
+					if obj == "" {
+						continue
+					}
+					if err := locate(pack.Symbol{Name: d.Symbol, Object: obj}, d.Addr, x.Name); err != nil {
+						return nil, err
+					}
+				}
+			}
 		}
 	}
 	p := &Plan{}
 	var missing []string
-	for _, name := range m.Symbols {
-		var addr uint64
-		if mt := matches[name]; mt != nil {
-			addr = mt.Addr
-		} else if d, ok := derived[name]; ok {
-			addr = d.Addr
-		} else if s, err := syms.Unique(name); err == nil {
-			addr = s.Addr
-		} else {
-			var le *kallsyms.LookupError
-			if errors.As(err, &le) && le.Count > 1 {
-				err = fmt.Errorf("%w, and no replaced function's code refers to it", err)
-			}
+	for _, sym := range m.Symbols {
+		v, err := symbolValue(sym, spaces, func(s pack.Symbol) (uint64, bool) {
+			l, ok := found[s]
+			return l.addr, ok
+		})
+		if err != nil {
 			missing = append(missing, err.Error())
 		}
-		p.Addrs = append(p.Addrs, addr)
+		p.Addrs = append(p.Addrs, v)
 	}
 	if len(missing) > 0 {
 		return nil, refuse(KindSymbol, m.ID, nil, "%s", strings.Join(missing, "; "))
 	}
-	for _, f := range m.Functions {
-		mt := matches[f.Name]
+	for i, f := range m.Functions {
+		mt := matches[i]
 		if at, ok := mt.RunOffset(f.SiteOffset); !ok || at != f.SiteOffset || len(mt.Code) < at+pack.JumpLen {
 			return nil, refuse(KindMismatch, m.ID, nil, "function %s: the patch site +%#x is not at the same place in the running code", f.Name, f.SiteOffset)
 		}
-		p.Expect = append(p.Expect, append([]byte(nil), mt.Code[f.SiteOffset:f.SiteOffset+pack.JumpLen]...))
+		e := SiteBytes{Bytes: append([]byte(nil), mt.Code[f.SiteOffset:f.SiteOffset+pack.JumpLen]...)}
+		if f.InModule() {
+			e.Any = relocFields(f.PreRelocs, f.SiteOffset, pack.JumpLen)
+			for k, masked := range e.Any {
+				if masked {
+					e.Bytes[k] = 0
+				}
+			}
+		}
+		p.Expect = append(p.Expect, e)
 	}
 	return p, nil
+}
+
+// symbolValue is sym's value for the helper, from where it was found in
+// matched code (found) or else from its object's symbols.
+func symbolValue(sym pack.Symbol, spaces map[string]*Space, found func(pack.Symbol) (uint64, bool)) (uint64, error) {
+	sp := spaces[sym.Object]
+	switch {
+	case sym.Object == pack.Vmlinux:
+		if addr, ok := found(sym); ok {
+			return addr, nil
+		}
+		s, err := spaces[pack.Vmlinux].Syms.Unique(sym.Name)
+		var le *kallsyms.LookupError
+		if errors.As(err, &le) && le.Count > 1 {
+			err = fmt.Errorf("%w, and no replaced function's code refers to it", err)
+		}
+		return s.Addr, err
+	case sp == nil:
+		// Another module's export: unique, looked up by name.
+		return 0, nil
+	}
+	own := sp.own(sym.Name)
+	var s kallsyms.Symbol
+	if addr, ok := found(sym); ok {
+		i := slices.IndexFunc(own, func(s kallsyms.Symbol) bool { return s.Addr == addr })
+		if i < 0 {
+			return 0, fmt.Errorf("%s: the running code refers to %#x, which is no symbol of that name", sym, addr)
+		}
+		s = own[i]
+	} else if len(own) == 1 {
+		s = own[0]
+	} else {
+		err := error(&kallsyms.LookupError{Name: sym.Name, Count: len(own), Module: sym.Object})
+		if len(own) > 1 {
+			err = fmt.Errorf("%w, and no replaced function's code refers to it", err)
+		}
+		return 0, err
+	}
+	pos, err := sp.Syms.Position(s)
+	return uint64(pos), err
+}
+
+// relocFields marks which of the n bytes at off the relocations' fields
+// cover.
+func relocFields(relocs []pack.Reloc, off, n int) []bool {
+	fields := make([]bool, n)
+	for _, r := range relocs {
+		for k := int(r.Offset); k < int(r.Offset)+pack.FieldSize(r.Type); k++ {
+			if k >= off && k < off+n {
+				fields[k-off] = true
+			}
+		}
+	}
+	return fields
 }
 
 // CheckKernel refuses a pack made for another kernel than the one with
@@ -157,17 +275,17 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	mine := make(map[string]bool)
+	mine := make(map[pack.Symbol]bool)
 	for _, f := range m.Functions {
-		mine[f.Name] = true
+		mine[pack.Symbol{Name: f.Name, Object: f.Object}] = true
 	}
 	for _, s := range loaded {
 		if s.ID == m.ID {
 			return nil, refuse(KindState, m.ID, nil, "already loaded (state %s); undo it first", s.State)
 		}
 		for _, f := range s.Functions {
-			if mine[f.Name] && s.State == "applied" {
-				return nil, refuse(KindState, m.ID, nil, "function %s is already replaced by update %s; undo that first", f.Name, s.ID)
+			if fn := (pack.Symbol{Name: f.Name, Object: f.Object}); mine[fn] && s.State == "applied" {
+				return nil, refuse(KindState, m.ID, nil, "function %s is already replaced by update %s; undo that first", fn, s.ID)
 			}
 		}
 	}

@@ -35,7 +35,7 @@ func demoManifest() *pack.Manifest {
 	return &pack.Manifest{
 		ID: "demo", ModuleName: "livesplice_demo",
 		Functions: []pack.Function{{
-			Name: "cmdline_proc_show", Size: len(cmdlineProcShow), NewSize: 64, SiteOffset: 5, PreCode: cmdlineProcShow,
+			Name: "cmdline_proc_show", Object: pack.Vmlinux, Size: len(cmdlineProcShow), NewSize: 64, SiteOffset: 5, PreCode: cmdlineProcShow,
 			PreRelocs: []pack.Reloc{
 				{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4},
 				{Offset: 9, Type: elf.R_X86_64_PC32, Symbol: "saved_command_line", Addend: -4},
@@ -44,8 +44,21 @@ func demoManifest() *pack.Manifest {
 				{Offset: 0x26, Type: elf.R_X86_64_PLT32, Symbol: "__x86_return_thunk", Addend: -4},
 			},
 		}},
-		Symbols: []string{"text_poke", "cmdline_proc_show", "seq_puts"},
+		Symbols: vmlinuxSymbols("text_poke", "cmdline_proc_show", "seq_puts"),
 	}
+}
+
+func vmlinuxSymbols(names ...string) []pack.Symbol {
+	var out []pack.Symbol
+	for _, n := range names {
+		out = append(out, pack.Symbol{Name: n, Object: pack.Vmlinux})
+	}
+	return out
+}
+
+// vmlinuxSpaces is what an update of vmlinux functions is matched in.
+func vmlinuxSpaces(syms *kallsyms.Table) map[string]*Space {
+	return map[string]*Space{pack.Vmlinux: {Object: pack.Vmlinux, Syms: syms, Loaded: true}}
 }
 
 const symtab = `ffffffff81000000 T text_poke
@@ -89,8 +102,8 @@ func TestMakePlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := demoManifest()
-	m.Symbols = append(m.Symbols, "saved_command_line")
-	plan, err := MakePlan(m, syms, demoMatches(t, m, syms))
+	m.Symbols = append(m.Symbols, vmlinuxSymbols("saved_command_line")...)
+	plan, err := MakePlan(m, vmlinuxSpaces(syms), demoMatches(t, m, syms), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +112,7 @@ func TestMakePlan(t *testing.T) {
 	}
 	// saved_command_line - 4 - (cmdline_proc_show + 9) = 0xd00003
 	want := []byte{0x53, 0x48, 0x8b, 0x35, 0x03}
-	if len(plan.Expect) != 1 || !bytes.Equal(plan.Expect[0], want) {
+	if len(plan.Expect) != 1 || !bytes.Equal(plan.Expect[0].Bytes, want) || plan.Expect[0].Any != nil {
 		t.Errorf("Expect = % x, want % x", plan.Expect, want)
 	}
 	params := plan.Params(3, 50)
@@ -119,15 +132,15 @@ func TestMakePlanRefuses(t *testing.T) {
 		kind Kind
 		want string
 	}{
-		{"missing symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "no_such_fn") }, KindSymbol, "no_such_fn is not in"},
-		{"ambiguous symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, "proc_show") }, KindSymbol, "proc_show is ambiguous: 2 symbols of that name in kallsyms, and no replaced function's code refers to it"},
+		{"missing symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, vmlinuxSymbols("no_such_fn")...) }, KindSymbol, "no_such_fn is not in"},
+		{"ambiguous symbol", func(m *pack.Manifest) { m.Symbols = append(m.Symbols, vmlinuxSymbols("proc_show")...) }, KindSymbol, "proc_show is ambiguous: 2 symbols of that name in the running kernel's kallsyms, and no replaced function's code refers to it"},
 		{"site inside an instruction", func(m *pack.Manifest) { m.Functions[0].SiteOffset = 7 }, KindMismatch, "patch site +0x7"},
 	}
 	for _, tt := range tests {
 		m := demoManifest()
 		matches := demoMatches(t, m, syms)
 		tt.edit(m)
-		_, err := MakePlan(m, syms, matches)
+		_, err := MakePlan(m, vmlinuxSpaces(syms), matches, nil)
 		var le *Error
 		if !errors.As(err, &le) || le.Kind != tt.kind || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want %v error containing %q", tt.name, err, tt.kind, tt.want)
@@ -143,7 +156,7 @@ func TestStatusAndControl(t *testing.T) {
 	}
 	files := map[string]string{
 		"id": "demo\n", "state": "applied\n", "description": "hide secrets\n",
-		"functions":     "cmdline_proc_show 0xffffffff81300000 0xffffffffc0001000 5\n",
+		"functions":     "cmdline_proc_show vmlinux 0xffffffff81300000 0xffffffffc0001000 5 live\nbm_entry_read binfmt_misc 0x0 0xffffffffc0001100 5 waiting\n",
 		"apply_stop_ns": "812000\n", "empty_stop_ns": "600000\n",
 		"error": "busy: task 42 (cat) is inside cmdline_proc_show+0x10/0x2a\n",
 	}
@@ -157,9 +170,14 @@ func TestStatusAndControl(t *testing.T) {
 		t.Fatalf("List = %v, %v", all, err)
 	}
 	s := all[0]
-	if s.ID != "demo" || s.State != "applied" || s.ApplyStopNS != 812000 || s.EmptyStopNS != 600000 ||
-		len(s.Functions) != 1 || s.Functions[0].New != 0xffffffffc0001000 || s.Functions[0].SiteOffset != 5 {
-		t.Errorf("status = %+v", s)
+	if s.ID != "demo" || s.State != "applied" || s.ApplyStopNS != 812000 || s.EmptyStopNS != 600000 || len(s.Functions) != 2 {
+		t.Fatalf("status = %+v", s)
+	}
+	if want := (FunctionStatus{"cmdline_proc_show", pack.Vmlinux, 0xffffffff81300000, 0xffffffffc0001000, 5, FunctionLive}); s.Functions[0] != want {
+		t.Errorf("function 0 = %+v, want %+v", s.Functions[0], want)
+	}
+	if want := (FunctionStatus{"bm_entry_read", "binfmt_misc", 0, 0xffffffffc0001100, 5, FunctionWaiting}); s.Functions[1] != want {
+		t.Errorf("function 1 = %+v, want %+v", s.Functions[1], want)
 	}
 	if _, err := l.Show("other"); err == nil {
 		t.Error("Show(other) found something")
@@ -214,9 +232,9 @@ func TestMakePlanAnchor(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := demoManifest()
-	m.Symbols = append(m.Symbols, "hidden")
+	m.Symbols = append(m.Symbols, vmlinuxSymbols("hidden")...)
 	anchor := pack.Function{
-		Name: "proc_show", Size: 13,
+		Name: "proc_show", Object: pack.Vmlinux, Size: 13,
 		PreCode:   []byte{0xe8, 0, 0, 0, 0, 0x48, 0x8b, 0x05, 0, 0, 0, 0, 0xc3}, // call __fentry__; mov hidden(%rip),%rax; ret
 		PreRelocs: []pack.Reloc{{Offset: 1, Type: elf.R_X86_64_PLT32, Symbol: "__fentry__", Addend: -4}, {Offset: 8, Type: elf.R_X86_64_PC32, Symbol: "hidden", Addend: -4}},
 	}
@@ -227,14 +245,16 @@ func TestMakePlanAnchor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := MakePlan(m, syms, append(demoMatches(t, m, syms), am))
+	m.Anchors = []pack.Function{anchor}
+	plan, err := MakePlan(m, vmlinuxSpaces(syms), demoMatches(t, m, syms), []*runpre.Match{am})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := plan.Addrs[len(plan.Addrs)-1]; got != 0xffffffff82000200 {
 		t.Errorf("hidden = %#x, want the anchor's 0xffffffff82000200", got)
 	}
-	_, err = MakePlan(m, syms, demoMatches(t, m, syms))
+	m.Anchors = nil
+	_, err = MakePlan(m, vmlinuxSpaces(syms), demoMatches(t, m, syms), nil)
 	var le *Error
 	if !errors.As(err, &le) || le.Kind != KindSymbol || !strings.Contains(err.Error(), "hidden is ambiguous") {
 		t.Errorf("without the anchor: %v, want an ambiguity refusal", err)

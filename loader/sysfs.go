@@ -17,7 +17,8 @@ type Status struct {
 	Description string `json:"description,omitempty"`
 	// Module is the kernel module's name.
 	Module string `json:"module"`
-	// State is "loaded" (not patched in) or "applied".
+	// State is "loaded" (not patched in) or "applied" (each function
+	// then live, or waiting for its module to load).
 	State     string           `json:"state"`
 	Functions []FunctionStatus `json:"functions"`
 	// Stop times in nanoseconds: the stop_machine call of the last apply and
@@ -31,11 +32,25 @@ type Status struct {
 
 // FunctionStatus is one replaced function.
 type FunctionStatus struct {
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// Object is where the function lives: vmlinux or a module.
+	Object string `json:"object"`
+	// Old is the function's address, 0 while its module is not loaded.
 	Old        uint64 `json:"old"`
 	New        uint64 `json:"new"`
 	SiteOffset int    `json:"site_offset"`
+	// State is "live" (the jump is written), "waiting" (applied, the
+	// module is not loaded: it is patched as it loads) or "off" (the
+	// update is not applied).
+	State string `json:"state"`
 }
+
+// Function states, as the helper reports them.
+const (
+	FunctionLive    = "live"
+	FunctionWaiting = "waiting"
+	FunctionOff     = "off"
+)
 
 // dir is the sysfs directory of an update module.
 func (l *Loader) dir(module string) string {
@@ -71,17 +86,20 @@ func (l *Loader) readStatus(module string) (*Status, error) {
 		return nil, err
 	}
 	for _, line := range strings.Split(funcs, "\n") {
-		f := strings.Fields(line)
-		if len(f) != 4 {
+		if line == "" {
 			continue
 		}
-		old, err1 := strconv.ParseUint(f[1], 0, 64)
-		nw, err2 := strconv.ParseUint(f[2], 0, 64)
-		site, err3 := strconv.Atoi(f[3])
+		f := strings.Fields(line)
+		if len(f) != 6 {
+			return nil, fmt.Errorf("%s/functions: line %q: want NAME OBJECT OLD NEW SITE STATE", d, line)
+		}
+		old, err1 := strconv.ParseUint(f[2], 0, 64)
+		nw, err2 := strconv.ParseUint(f[3], 0, 64)
+		site, err3 := strconv.Atoi(f[4])
 		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, fmt.Errorf("%s/functions: line %q: %w", d, line, err)
 		}
-		s.Functions = append(s.Functions, FunctionStatus{Name: f[0], Old: old, New: nw, SiteOffset: site})
+		s.Functions = append(s.Functions, FunctionStatus{Name: f[0], Object: f[1], Old: old, New: nw, SiteOffset: site, State: f[5]})
 	}
 	return s, nil
 }
@@ -146,6 +164,8 @@ func (l *Loader) control(id, module, cmd string) error {
 		kind = KindMismatch
 	case "state":
 		kind = KindState
+	case "symbol":
+		kind = KindSymbol
 	}
 	return refuse(kind, id, nil, "%s: %s", cmd, strings.TrimSpace(rest))
 }

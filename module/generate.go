@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/livesplice/livesplice/pack"
 )
 
 //go:embed c/livesplice.h c/livesplice-helper.c
@@ -69,42 +71,56 @@ func readObjects(paths []string) (map[string]objSymbol, error) {
 	return syms, nil
 }
 
-// checkObjects checks the spec's references into the objects.
-func checkObjects(spec Spec, syms map[string]objSymbol) error {
+// checkObjects checks the spec's references into the objects and returns,
+// per fix-up, its owner: the kernel object whose functions the fix-up's
+// object replaces ("" when it replaces none).
+func checkObjects(spec Spec, syms map[string]objSymbol) ([]string, error) {
+	kernelObject := map[string]string{} // object file -> kernel object
 	for i, f := range spec.Functions {
 		s, ok := syms[f.NewSymbol]
 		if !ok {
-			return invalid("Functions[%d] (%s).NewSymbol %q: not defined as a global symbol in Objects", i, f.Name, f.NewSymbol)
+			return nil, invalid("Functions[%d] (%s).NewSymbol %q: not defined as a global symbol in Objects", i, f.Name, f.NewSymbol)
 		}
 		if s.size > 0 && uint64(f.NewSize) < s.size {
-			return invalid("Functions[%d] (%s).NewSize %d: smaller than %s's size %d in %s",
+			return nil, invalid("Functions[%d] (%s).NewSize %d: smaller than %s's size %d in %s",
 				i, f.Name, f.NewSize, f.NewSymbol, s.size, s.object)
 		}
+		if o, ok := kernelObject[s.object]; ok && o != f.Object {
+			return nil, invalid("Functions[%d] (%s).Object %s: %s also replaces functions of %s", i, f.Name, f.Object, s.object, o)
+		}
+		kernelObject[s.object] = f.Object
 	}
+	owners := make([]string, len(spec.Fixups))
 	for i, r := range spec.Fixups {
 		s, ok := syms[r.Symbol]
 		if !ok {
-			return invalid("Fixups[%d].Symbol %q: not defined as a global symbol in Objects", i, r.Symbol)
+			return nil, invalid("Fixups[%d].Symbol %q: not defined as a global symbol in Objects", i, r.Symbol)
 		}
 		k, _ := kindOf(r.Type)
 		if s.size > 0 && (r.Offset > s.size || s.size-r.Offset < k.width) {
-			return invalid("Fixups[%d] (%s+%#x %v).Offset: %d bytes do not fit in %s (size %d)",
+			return nil, invalid("Fixups[%d] (%s+%#x %v).Offset: %d bytes do not fit in %s (size %d)",
 				i, r.Symbol, r.Offset, r.Type, k.width, r.Symbol, s.size)
 		}
+		owners[i] = kernelObject[s.object]
+		if r.Object != pack.Vmlinux && (owners[i] == "" || owners[i] == pack.Vmlinux) {
+			return nil, invalid("Fixups[%d] (%s+%#x) to %s of module %s: the code of %s replaces no function of a module that could link against it",
+				i, r.Symbol, r.Offset, r.Target, r.Object, s.object)
+		}
 	}
-	return nil
+	return owners, nil
 }
 
 // Generate writes a Kbuild directory for spec into dir and returns the
-// ordered list of kernel symbol names whose addresses the loader must pass in
-// the module's addrs parameter: first the helper's own needs (text_poke,
-// text_poke_kgdb, text_mutex, stop_machine_cpuslocked), then each Func.Name,
-// then each Fixup.Target, without duplicates.
+// ordered list of kernel symbols the loader must resolve for the module's
+// addrs parameter: first the helper's own needs (text_poke,
+// text_poke_kgdb, text_mutex, stop_machine_cpuslocked, module_mutex,
+// find_module), then each function replaced, then their cold parts, then
+// each Fixup.Target, without duplicates, each with its object.
 //
 // dir is created if needed and must not already hold files. It receives
 // Kbuild, livesplice.h, livesplice-helper.c, livesplice-meta.c and one
 // livesplice-patchN.o_shipped per object.
-func Generate(spec Spec, dir string) (symbols []string, err error) {
+func Generate(spec Spec, dir string) (symbols []pack.Symbol, err error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -112,7 +128,8 @@ func Generate(spec Spec, dir string) (symbols []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkObjects(spec, syms); err != nil {
+	owners, err := checkObjects(spec, syms)
+	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -128,7 +145,7 @@ func Generate(spec Spec, dir string) (symbols []string, err error) {
 
 	files := map[string][]byte{
 		kbuildFile: []byte(kbuild(spec)),
-		metaFile:   []byte(meta(spec)),
+		metaFile:   []byte(meta(spec, owners)),
 	}
 	for name, src := range map[string]string{headerFile: "c/livesplice.h", helperFile: "c/livesplice-helper.c"} {
 		if files[name], err = helperFS.ReadFile(src); err != nil {
@@ -220,8 +237,9 @@ func clong(v int64) string {
 
 // meta returns the generated C file with the update's metadata. spec must be
 // valid.
-func meta(spec Spec) string {
+func meta(spec Spec, owners []string) string {
 	syms, index := spec.symbolIndex()
+	objs, objIndex := spec.objects()
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
@@ -262,9 +280,23 @@ func meta(spec Spec) string {
 	w("const char %sid[] = %s;\n", reservedPrefix, cstring(spec.ID))
 	w("const char %sdescription[] = %s;\n\n", reservedPrefix, cstring(spec.Description))
 
+	w("const struct ls_object %sobjects[] = {\n", reservedPrefix)
+	for i, o := range objs {
+		w("\t{ .name = %s },\t/* %d */\n", cstring(o), i)
+	}
+	w("};\n")
+	w("const unsigned int %snr_objects = %d;\n\n", reservedPrefix, len(objs))
+
+	names := make([]string, len(syms))
 	w("const char * const %ssymbols[] = {\n", reservedPrefix)
 	for i, s := range syms {
-		w("\t%s,\t/* %d */\n", cstring(s), i)
+		names[i] = s.String()
+		w("\t%s,\t/* %d */\n", cstring(s.Name), i)
+	}
+	w("};\n")
+	w("const unsigned int %ssymbol_objects[] = {\n", reservedPrefix)
+	for i, s := range syms {
+		w("\t%d,\t/* %d: %s */\n", objIndex[s.Object], i, s.Object)
 	}
 	w("};\n")
 	w("const unsigned int %snr_symbols = %d;\n\n", reservedPrefix, len(syms))
@@ -272,23 +304,35 @@ func meta(spec Spec) string {
 	w("unsigned long %saddrs[%d];\n", reservedPrefix, len(syms))
 	w("unsigned int %snr_addrs;\n", reservedPrefix)
 	w("module_param_array_named(addrs, %saddrs, ulong, &%snr_addrs, 0400);\n", reservedPrefix, reservedPrefix)
-	w("MODULE_PARM_DESC(addrs, %s);\n\n", cstring("addresses of: "+strings.Join(syms, ",")))
+	w("MODULE_PARM_DESC(addrs, %s);\n\n", cstring("addresses of (vmlinux) or positions among their module's symbols of that name (0 for another module's export): "+strings.Join(names, ",")))
 
 	w("const struct ls_func %sfuncs[] = {\n", reservedPrefix)
 	for _, f := range spec.Functions {
-		w("\t{\n\t\t.name = %s,\n\t\t.old_index = %d,\n", cstring(f.Name), index[f.Name])
+		w("\t{\n\t\t.name = %s,\n\t\t.object = %d,\n\t\t.old_index = %d,\n", cstring(f.Name), objIndex[f.Object], index[pack.Symbol{Name: f.Name, Object: f.Object}])
 		w("\t\t.new_name = %s,\n\t\t.new_addr = %s,\n", cstring(f.NewSymbol), objIdent[f.NewSymbol])
 		w("\t\t.new_size = %d,\n\t\t.site_offset = %d,\n\t},\n", f.NewSize, f.SiteOffset)
 	}
 	w("};\n")
 	w("const unsigned int %snr_funcs = %d;\n\n", reservedPrefix, len(spec.Functions))
 
+	nparts := 0
+	w("const struct ls_part %sparts[] = {\n", reservedPrefix)
+	for i, f := range spec.Functions {
+		for _, c := range f.Cold {
+			w("\t{ .name = %s, .func = %d, .old_index = %d },\n", cstring(c.Name), i, index[pack.Symbol{Name: c.Name, Object: f.Object}])
+			nparts++
+		}
+	}
+	w("};\n")
+	w("const unsigned int %snr_parts = %d;\n\n", reservedPrefix, nparts)
+
 	w("const struct ls_reloc %srelocs[] = {\n", reservedPrefix)
-	for _, r := range spec.Fixups {
+	for i, r := range spec.Fixups {
 		k, _ := kindOf(r.Type)
 		w("\t{\n\t\t.symbol = %s,\n\t\t.base = %s,\n\t\t.offset = %#xUL,\n", cstring(r.Symbol), objIdent[r.Symbol], r.Offset)
 		w("\t\t.kind = %s,\n\t\t.type = %s,\n", k.cname, cstring(r.Type.String()))
-		w("\t\t.target = %s,\n\t\t.target_index = %d,\n\t\t.addend = %s,\n\t},\n", cstring(r.Target), index[r.Target], clong(r.Addend))
+		w("\t\t.target = %s,\n\t\t.target_index = %d,\n\t\t.addend = %s,\n", cstring(r.Target), index[pack.Symbol{Name: r.Target, Object: r.Object}], clong(r.Addend))
+		w("\t\t.owner = %d,\n\t},\n", objIndex[owners[i]])
 	}
 	w("};\n")
 	w("const unsigned int %snr_relocs = %d;\n\n", reservedPrefix, len(spec.Fixups))

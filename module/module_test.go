@@ -49,15 +49,41 @@ func testSpec(obj string) Spec {
 		Name:        "livesplice_demo_test",
 		Description: `test "update" ??=`,
 		Functions: []pack.Function{{
-			Name: "cmdline_proc_show", NewSymbol: "ls_test_new",
+			Name: "cmdline_proc_show", Object: pack.Vmlinux, NewSymbol: "ls_test_new",
 			Size: 64, NewSize: 16, SiteOffset: 5,
 		}},
 		Fixups: []pack.Fixup{{
 			Symbol: "ls_test_slot", Offset: 0, Type: elf.R_X86_64_64,
-			Target: "saved_command_line",
+			Target: "saved_command_line", Object: pack.Vmlinux,
 		}},
 		Objects: []string{obj},
 	}
+}
+
+// testModuleObjectSrc is replacement code for a function of a module.
+const testModuleObjectSrc = `
+int ls_test_mod(void)
+{
+	return 7;
+}
+`
+
+// testModuleSpec returns a valid spec that replaces a vmlinux function
+// (from obj) and a function of module binfmt_misc (from modObj) whose code
+// refers to vmlinux, to the module itself and to another module's export.
+func testModuleSpec(obj, modObj string) Spec {
+	s := testSpec(obj)
+	s.Functions = append(s.Functions, pack.Function{
+		Name: "bm_entry_read", Object: "binfmt_misc", NewSymbol: "ls_test_mod",
+		Size: 64, NewSize: 16, SiteOffset: 5,
+	})
+	s.Objects = append(s.Objects, modObj)
+	s.Fixups = append(s.Fixups,
+		pack.Fixup{Symbol: "ls_test_mod", Offset: 1, Type: elf.R_X86_64_PC32, Target: "enabled", Object: "binfmt_misc", Addend: -4},
+		pack.Fixup{Symbol: "ls_test_mod", Offset: 1, Type: elf.R_X86_64_PLT32, Target: "jbd2_journal_start", Object: "jbd2", Addend: -4},
+		pack.Fixup{Symbol: "ls_test_mod", Offset: 1, Type: elf.R_X86_64_PC32, Target: "saved_command_line", Object: pack.Vmlinux, Addend: -4},
+	)
+	return s
 }
 
 func TestValidate(t *testing.T) {
@@ -83,6 +109,14 @@ func TestValidate(t *testing.T) {
 		{"new size zero", func(s *Spec) { s.Functions[0].NewSize = 0 }, "NewSize 0"},
 		{"duplicate function", func(s *Spec) { s.Functions = append(s.Functions, s.Functions[0]) },
 			`Functions[1].Name "cmdline_proc_show": already replaced by Functions[0]`},
+		{"same name, another object", func(s *Spec) {
+			f := s.Functions[0]
+			f.Object, f.NewSymbol = "binfmt_misc", "ls_other"
+			s.Functions = append(s.Functions, f)
+		}, ""},
+		{"no object", func(s *Spec) { s.Functions[0].Object = "" }, `Functions[0] (cmdline_proc_show).Object ""`},
+		{"bad object", func(s *Spec) { s.Functions[0].Object = "fs/ext4" }, `Object "fs/ext4": not vmlinux or a module name`},
+		{"fixup without object", func(s *Spec) { s.Fixups[0].Object = "" }, `Fixups[0] (saved_command_line).Object ""`},
 		{"bad reloc symbol", func(s *Spec) { s.Fixups[0].Symbol = "a-b" }, `Fixups[0].Symbol "a-b"`},
 		{"bad reloc target", func(s *Spec) { s.Fixups[0].Target = "" }, `Fixups[0].Target ""`},
 		{"reloc type 32", func(s *Spec) { s.Fixups[0].Type = elf.R_X86_64_32 }, "Type R_X86_64_32: unsupported"},
@@ -106,6 +140,21 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// syms parses "name" (vmlinux) and "name [module]" into symbols.
+func syms(names ...string) []pack.Symbol {
+	var out []pack.Symbol
+	for _, n := range names {
+		name, obj, ok := strings.Cut(n, " [")
+		if !ok {
+			obj = pack.Vmlinux + "]"
+		}
+		out = append(out, pack.Symbol{Name: name, Object: strings.TrimSuffix(obj, "]")})
+	}
+	return out
+}
+
+var helperNames = []string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module"}
+
 func TestSymbols(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -113,24 +162,24 @@ func TestSymbols(t *testing.T) {
 		relocs []string
 		want   []string
 	}{
-		{"funcs then relocs", []string{"f1", "f2"}, []string{"r1"},
-			[]string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "f1", "f2", "r1"}},
-		{"dedup reloc targets", []string{"f1"}, []string{"r1", "r1", "f1", "r2"},
-			[]string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "f1", "r1", "r2"}},
-		{"dedup helper symbols", []string{"text_poke", "f1"}, []string{"text_mutex"},
-			[]string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "f1"}},
+		{"funcs then relocs", []string{"f1", "f2"}, []string{"r1"}, []string{"f1", "f2", "r1"}},
+		{"dedup reloc targets", []string{"f1"}, []string{"r1", "r1", "f1", "r2"}, []string{"f1", "r1", "r2"}},
+		{"dedup helper symbols", []string{"text_poke", "f1"}, []string{"text_mutex"}, []string{"f1"}},
+		{"one name, two objects", []string{"f1", "f1 [m]"}, []string{"r1 [m]", "r1", "f1 [m]", "e [other]"},
+			[]string{"f1", "f1 [m]", "r1 [m]", "r1", "e [other]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var s Spec
-			for _, f := range tt.funcs {
-				s.Functions = append(s.Functions, pack.Function{Name: f})
+			for _, f := range syms(tt.funcs...) {
+				s.Functions = append(s.Functions, pack.Function{Name: f.Name, Object: f.Object})
 			}
-			for _, r := range tt.relocs {
-				s.Fixups = append(s.Fixups, pack.Fixup{Target: r})
+			for _, r := range syms(tt.relocs...) {
+				s.Fixups = append(s.Fixups, pack.Fixup{Target: r.Name, Object: r.Object})
 			}
-			if got := s.Symbols(); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("Symbols = %q, want %q", got, tt.want)
+			want := syms(append(helperNames, tt.want...)...)
+			if got := s.Symbols(); !reflect.DeepEqual(got, want) {
+				t.Errorf("Symbols = %v, want %v", got, want)
 			}
 		})
 	}
@@ -140,18 +189,17 @@ func TestGenerate(t *testing.T) {
 	obj := compileObject(t, testObjectSrc)
 	s := testSpec(obj)
 	s.Fixups = append(s.Fixups,
-		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_PLT32, Target: "cmdline_proc_show", Addend: -4},
-		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_32S, Target: "saved_command_line", Addend: 8},
+		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_PLT32, Target: "cmdline_proc_show", Addend: -4, Object: pack.Vmlinux},
+		pack.Fixup{Symbol: "ls_test_new", Offset: 2, Type: elf.R_X86_64_32S, Target: "saved_command_line", Addend: 8, Object: pack.Vmlinux},
 	)
 	dir := filepath.Join(t.TempDir(), "out")
-	syms, err := Generate(s, dir)
+	got, err := Generate(s, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked",
-		"cmdline_proc_show", "saved_command_line"}
-	if !reflect.DeepEqual(syms, want) {
-		t.Errorf("symbols = %q, want %q", syms, want)
+	want := syms(append(helperNames, "cmdline_proc_show", "saved_command_line")...)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("symbols = %v, want %v", got, want)
 	}
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -176,19 +224,22 @@ func TestGenerate(t *testing.T) {
 		`extern char __livesplice_obj_1[] __asm__("ls_test_slot");`,
 		`const char __livesplice_id[] = "demo-test";`,
 		`const char __livesplice_description[] = "test \"update\" \077\077=";`,
-		"unsigned long __livesplice_addrs[6];",
+		"unsigned long __livesplice_addrs[8];",
 		"module_param_array_named(addrs, __livesplice_addrs, ulong, &__livesplice_nr_addrs, 0400);",
-		"\"stop_machine_cpuslocked\",\t/* 3 */\n\t\"cmdline_proc_show\",\t/* 4 */\n\t\"saved_command_line\",\t/* 5 */\n};",
-		".name = \"cmdline_proc_show\",\n\t\t.old_index = 4,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +
+		"\"find_module\",\t/* 5 */\n\t\"cmdline_proc_show\",\t/* 6 */\n\t\"saved_command_line\",\t/* 7 */\n};",
+		"const struct ls_object __livesplice_objects[] = {\n\t{ .name = \"vmlinux\" },\t/* 0 */\n};",
+		"\t0,\t/* 7: vmlinux */\n};",
+		".name = \"cmdline_proc_show\",\n\t\t.object = 0,\n\t\t.old_index = 6,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +
 			"\t\t.new_size = 16,\n\t\t.site_offset = 5,",
 		".base = __livesplice_obj_1,\n\t\t.offset = 0x0UL,\n\t\t.kind = LS_RELOC_ABS64,\n\t\t.type = \"R_X86_64_64\",\n" +
-			"\t\t.target = \"saved_command_line\",\n\t\t.target_index = 5,\n\t\t.addend = 0L,",
+			"\t\t.target = \"saved_command_line\",\n\t\t.target_index = 7,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
 		".base = __livesplice_obj_0,\n\t\t.offset = 0x2UL,\n\t\t.kind = LS_RELOC_PCREL32,\n\t\t.type = \"R_X86_64_PLT32\",\n" +
-			"\t\t.target = \"cmdline_proc_show\",\n\t\t.target_index = 4,\n\t\t.addend = -4L,",
+			"\t\t.target = \"cmdline_proc_show\",\n\t\t.target_index = 6,\n\t\t.addend = -4L,",
 		".kind = LS_RELOC_ABS32S,",
 		"const unsigned int __livesplice_nr_funcs = 1;",
 		"const unsigned int __livesplice_nr_relocs = 3;",
-		"const unsigned int __livesplice_nr_symbols = 6;",
+		"const unsigned int __livesplice_nr_symbols = 8;",
+		"const unsigned int __livesplice_nr_objects = 1;",
 	} {
 		if !strings.Contains(meta, w) {
 			t.Errorf("livesplice-meta.c lacks %q:\n%s", w, meta)
@@ -208,6 +259,44 @@ func TestGenerate(t *testing.T) {
 	// A second Generate into the same directory refuses to overwrite it.
 	if _, err := Generate(s, dir); !errors.Is(err, os.ErrExist) {
 		t.Errorf("Generate into a used dir = %v, want os.ErrExist", err)
+	}
+}
+
+// TestGenerateModule checks the metadata of an update that replaces
+// functions of vmlinux and of a module: every symbol carries its object,
+// and each fix-up its owner (the object whose functions its code
+// replaces), which says when the helper applies it.
+func TestGenerateModule(t *testing.T) {
+	s := testModuleSpec(compileObject(t, testObjectSrc), compileObject(t, testModuleObjectSrc))
+	dir := filepath.Join(t.TempDir(), "out")
+	got, err := Generate(s, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := syms(append(helperNames, "cmdline_proc_show", "bm_entry_read [binfmt_misc]", "saved_command_line",
+		"enabled [binfmt_misc]", "jbd2_journal_start [jbd2]")...)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("symbols = %v, want %v", got, want)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "livesplice-meta.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := string(b)
+	for _, w := range []string{
+		"{ .name = \"vmlinux\" },\t/* 0 */\n\t{ .name = \"binfmt_misc\" },\t/* 1 */\n\t{ .name = \"jbd2\" },\t/* 2 */\n};",
+		"const unsigned int __livesplice_nr_objects = 3;",
+		"\t1,\t/* 7: binfmt_misc */\n\t0,\t/* 8: vmlinux */\n\t1,\t/* 9: binfmt_misc */\n\t2,\t/* 10: jbd2 */\n};",
+		".name = \"bm_entry_read\",\n\t\t.object = 1,\n\t\t.old_index = 7,",
+		".target = \"enabled\",\n\t\t.target_index = 9,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"jbd2_journal_start\",\n\t\t.target_index = 10,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"saved_command_line\",\n\t\t.target_index = 8,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"saved_command_line\",\n\t\t.target_index = 8,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
+		"enabled [binfmt_misc],jbd2_journal_start [jbd2]",
+	} {
+		if !strings.Contains(meta, w) {
+			t.Errorf("livesplice-meta.c lacks %q:\n%s", w, meta)
+		}
 	}
 }
 
@@ -234,6 +323,11 @@ func TestGenerateRefuses(t *testing.T) {
 		{"reloc past symbol", func(s *Spec) { s.Fixups[0].Offset = 4 }, "Fixups[0] (ls_test_slot+0x4 R_X86_64_64).Offset: 8 bytes do not fit"},
 		{"reserved prefix", func(s *Spec) { s.Objects = append(s.Objects, reserved) }, "reserved prefix"},
 		{"duplicate symbol", func(s *Spec) { s.Objects = append(s.Objects, dup) }, "symbol ls_test_new is also defined in " + obj},
+		{"vmlinux code to a module", func(s *Spec) { s.Fixups[0].Object = "binfmt_misc" },
+			"to saved_command_line of module binfmt_misc: the code of " + obj + " replaces no function of a module"},
+		{"one object, two kernel objects", func(s *Spec) {
+			s.Functions = append(s.Functions, pack.Function{Name: "bm_entry_read", Object: "binfmt_misc", NewSymbol: "ls_test_slot", Size: 64, NewSize: 16, SiteOffset: 5})
+		}, "Functions[1] (bm_entry_read).Object binfmt_misc: " + obj + " also replaces functions of vmlinux"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

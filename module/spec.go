@@ -18,12 +18,18 @@ type Spec struct {
 	Name        string // kernel module name, e.g. "livesplice_demo_cmdline" ([a-z0-9_]); what lsmod shows
 	Description string
 	// Functions are the functions to replace; the module uses Name,
-	// NewSymbol (a GLOBAL symbol defined in one of Objects: the
-	// replacement's first byte), Size (validation; the helper checks the
-	// stack against the running symbol's size), NewSize and SiteOffset.
+	// Object (vmlinux or the module they live in), NewSymbol (a GLOBAL
+	// symbol defined in one of Objects: the replacement's first byte),
+	// Size (validation; the helper checks the stack against the running
+	// symbol's size), NewSize and SiteOffset. The functions of one of
+	// Objects all live in the same kernel object.
 	Functions []pack.Function
 	// Fixups are the references to the running kernel the helper applies
-	// to the replacement code after load, before anything is patched.
+	// to the replacement code before anything is patched: those to
+	// vmlinux at load; those to a module (Fixup.Object) each time the
+	// module whose functions the fix-up's code replaces is patched (when
+	// the update is applied with that module loaded, or when it loads):
+	// to a symbol of that module itself, or to another module's export.
 	Fixups  []pack.Fixup
 	Objects []string // paths of prebuilt ELF relocatable objects with the replacement code
 	// Livepatch are the vmlinux symbols the objects reference through
@@ -43,6 +49,9 @@ var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9_]+$`)
 	symbolRE = regexp.MustCompile(`^[A-Za-z_.$][A-Za-z0-9_.$]*$`)
 	nsRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// objectRE matches pack.Vmlinux and module names (KBUILD_MODNAME:
+	// '-' is written '_').
+	objectRE = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 )
 
 // reservedPrefix starts every global symbol of the helper and the metadata;
@@ -93,11 +102,13 @@ func (s Spec) Validate() error {
 	if len(s.Objects) == 0 {
 		return invalid("Objects: none")
 	}
-	seen := make(map[string]int)
+	seen := make(map[pack.Symbol]int)
 	for i, f := range s.Functions {
 		switch {
 		case !symbolRE.MatchString(f.Name):
 			return invalid("Functions[%d].Name %q: not a symbol name", i, f.Name)
+		case !objectRE.MatchString(f.Object):
+			return invalid("Functions[%d] (%s).Object %q: not vmlinux or a module name", i, f.Name, f.Object)
 		case !symbolRE.MatchString(f.NewSymbol):
 			return invalid("Functions[%d].NewSymbol %q: not a symbol name", i, f.NewSymbol)
 		case f.SiteOffset != 0 && f.SiteOffset != pack.JumpLen:
@@ -108,10 +119,16 @@ func (s Spec) Validate() error {
 		case f.NewSize < 1:
 			return invalid("Functions[%d] (%s).NewSize %d: want at least 1", i, f.Name, f.NewSize)
 		}
-		if j, ok := seen[f.Name]; ok {
+		for _, c := range f.Cold {
+			if !symbolRE.MatchString(c.Name) || c.Size < 1 {
+				return invalid("Functions[%d] (%s): cold part %q of %d bytes: want a symbol name and a size", i, f.Name, c.Name, c.Size)
+			}
+		}
+		key := pack.Symbol{Name: f.Name, Object: f.Object}
+		if j, ok := seen[key]; ok {
 			return invalid("Functions[%d].Name %q: already replaced by Functions[%d]", i, f.Name, j)
 		}
-		seen[f.Name] = i
+		seen[key] = i
 	}
 	for i, ns := range s.ImportNS {
 		if !nsRE.MatchString(ns) {
@@ -124,6 +141,8 @@ func (s Spec) Validate() error {
 			return invalid("Fixups[%d].Symbol %q: not a symbol name", i, r.Symbol)
 		case !symbolRE.MatchString(r.Target):
 			return invalid("Fixups[%d].Target %q: not a symbol name", i, r.Target)
+		case !objectRE.MatchString(r.Object):
+			return invalid("Fixups[%d] (%s).Object %q: not vmlinux or a module name", i, r.Target, r.Object)
 		}
 		if _, ok := kindOf(r.Type); !ok {
 			return invalid("Fixups[%d] (%s+%#x).Type %v: unsupported (want R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S or R_X86_64_64)",
@@ -133,37 +152,69 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-// Symbols returns the ordered, duplicate-free list of kernel symbols whose
-// addresses the loader passes in the addrs parameter: the helper's own needs
-// first, then each Func.Name, then each Fixup.Target.
-func (s Spec) Symbols() []string {
+// Symbols returns the ordered, duplicate-free list of kernel symbols the
+// loader resolves for the addrs parameter: the helper's own needs first,
+// then each function replaced, then their old cold parts (for the stack
+// check), then each Fixup.Target, each with its object.
+func (s Spec) Symbols() []pack.Symbol {
 	syms, _ := s.symbolIndex()
 	return syms
 }
 
-// helperSymbols are the unexported kernel symbols the helper needs, in the
-// order of the LS_SYM_* constants of c/livesplice.h.
-func helperSymbols() []string {
-	return []string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked"}
+// helperSymbols are the unexported vmlinux symbols the helper needs, in
+// the order of the LS_SYM_* constants of c/livesplice.h.
+func helperSymbols() []pack.Symbol {
+	var syms []pack.Symbol
+	for _, n := range []string{"text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module"} {
+		syms = append(syms, pack.Symbol{Name: n, Object: pack.Vmlinux})
+	}
+	return syms
 }
 
-func (s Spec) symbolIndex() ([]string, map[string]int) {
-	var syms []string
-	index := make(map[string]int)
-	add := func(name string) {
-		if _, ok := index[name]; !ok {
-			index[name] = len(syms)
-			syms = append(syms, name)
+func (s Spec) symbolIndex() ([]pack.Symbol, map[pack.Symbol]int) {
+	var syms []pack.Symbol
+	index := make(map[pack.Symbol]int)
+	add := func(sym pack.Symbol) {
+		if _, ok := index[sym]; !ok {
+			index[sym] = len(syms)
+			syms = append(syms, sym)
 		}
 	}
-	for _, n := range helperSymbols() {
-		add(n)
+	for _, sym := range helperSymbols() {
+		add(sym)
 	}
 	for _, f := range s.Functions {
-		add(f.Name)
+		add(pack.Symbol{Name: f.Name, Object: f.Object})
+	}
+	for _, f := range s.Functions {
+		for _, c := range f.Cold {
+			add(pack.Symbol{Name: c.Name, Object: f.Object})
+		}
 	}
 	for _, r := range s.Fixups {
-		add(r.Target)
+		add(pack.Symbol{Name: r.Target, Object: r.Object})
 	}
 	return syms, index
+}
+
+// objects returns the kernel objects the spec refers to, vmlinux first
+// (the helper's own symbols live there), then modules in the order they
+// first appear among the functions and the fix-up targets, with each
+// one's index.
+func (s Spec) objects() ([]string, map[string]int) {
+	objs := []string{pack.Vmlinux}
+	index := map[string]int{pack.Vmlinux: 0}
+	add := func(o string) {
+		if _, ok := index[o]; !ok {
+			index[o] = len(objs)
+			objs = append(objs, o)
+		}
+	}
+	for _, f := range s.Functions {
+		add(f.Object)
+	}
+	for _, r := range s.Fixups {
+		add(r.Object)
+	}
+	return objs, index
 }

@@ -65,6 +65,21 @@ func Exported(headers string) (map[string]bool, error) {
 	return set, nil
 }
 
+// Exporters returns, for every symbol Module.symvers lists, the object
+// that exports it: pack.Vmlinux or a module's name (its file's name with
+// '-' written '_', as the kernel names it).
+func Exporters(headers string) (map[string]string, error) {
+	exports, err := readSymvers(headers)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(exports))
+	for name, e := range exports {
+		out[name] = strings.ReplaceAll(filepath.Base(e.object), "-", "_")
+	}
+	return out, nil
+}
+
 // Namespaces returns the symbol namespaces the objects' undefined symbols
 // are exported into, sorted: the update module must import each one
 // (MODULE_IMPORT_NS, Spec.ImportNS) or modpost refuses it.

@@ -1,7 +1,7 @@
 package pack
 
 // FormatVersion is the manifest format this code writes and reads.
-const FormatVersion = 2
+const FormatVersion = 3
 
 // ManifestName is the name of the manifest inside a pack.
 const ManifestName = "manifest.json"
@@ -32,11 +32,13 @@ type Manifest struct {
 	// resolves for the update module from kallsyms (pack.LivepatchSymbol):
 	// each must be in kallsyms exactly once.
 	Livepatch []string `json:"livepatch,omitempty"`
-	// Symbols are the kernel symbols whose addresses the loader passes to
-	// the module, in the order the module expects them (its "addrs"
-	// parameter). The module checks each one against kallsyms' name for
-	// the address before using it.
-	Symbols []string `json:"symbols"`
+	// Symbols are the kernel symbols the loader resolves for the module,
+	// in the order the module expects them (its "addrs" parameter): a
+	// vmlinux symbol's running address, which the module checks against
+	// kallsyms' name for it before using it, or, for a symbol of a
+	// module, which of that module's symbols of its name it is (see
+	// Symbol).
+	Symbols []Symbol `json:"symbols"`
 	// Files maps every other file of the pack to its sha256 (hex).
 	Files map[string]string `json:"files"`
 }
@@ -53,4 +55,22 @@ type Target struct {
 	// Source names the source the pre objects were built from, for
 	// people (for example "linux-source-6.1 6.1.192-2").
 	Source string `json:"source,omitempty"`
+}
+
+// Symbol is a kernel symbol an update needs: its name and the object
+// that defines it (Vmlinux or a module name). A module's symbols are
+// resolved by the update module each time that module is there (loaded
+// before the update, or loading later), from the module's own symbol
+// table: the loader passes which of the module's symbols of that name it
+// is, 0 for the first in the table's order.
+type Symbol struct {
+	Name   string `json:"name"`
+	Object string `json:"object"`
+}
+
+func (s Symbol) String() string {
+	if s.Object == Vmlinux || s.Object == "" {
+		return s.Name
+	}
+	return s.Name + " [" + s.Object + "]"
 }

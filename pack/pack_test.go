@@ -24,7 +24,7 @@ func testManifest() Manifest {
 			PreCode: make([]byte, 12),
 			Cold:    []Function{{Name: "cmdline_proc_show.cold", Object: Vmlinux, Source: "fs/proc/cmdline.o", Size: 3, PreCode: make([]byte, 3)}},
 		}},
-		Symbols: []string{"text_poke", "cmdline_proc_show"},
+		Symbols: []Symbol{{Name: "text_poke", Object: Vmlinux}, {Name: "cmdline_proc_show", Object: Vmlinux}},
 	}
 }
 

@@ -210,6 +210,9 @@ type Fixup struct {
 	Type   elf.R_X86_64 // PC32, PLT32, 32S or 64
 	Target string       // kernel symbol, its address passed at load
 	Addend int64
+	// Object is where Target lives: Vmlinux, or a module, in which the
+	// helper resolves it each time that module is there.
+	Object string
 }
 
 // FixupType reports whether the helper applies relocations of type t.

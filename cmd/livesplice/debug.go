@@ -24,16 +24,17 @@ func debugCmd() *cobra.Command {
 
 func textCmd() *cobra.Command {
 	var sum bool
+	var module string
 	cmd := &cobra.Command{
 		Use:   "text SYMBOL[+LEN|:ENDSYMBOL]",
-		Short: "Print kernel text from /proc/kcore: LEN bytes (default 64) at SYMBOL, or SYMBOL up to ENDSYMBOL",
+		Short: "Print kernel text from /proc/kcore: LEN bytes (default 64) at SYMBOL, or SYMBOL up to ENDSYMBOL (--module: a loaded module's symbols)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			syms, err := kallsyms.ReadFile("/proc/kallsyms")
 			if err != nil {
 				return err
 			}
-			start, end, err := textRange(syms, args[0])
+			start, end, err := textRange(syms.In(module), args[0])
 			if err != nil {
 				return usageError{err}
 			}
@@ -64,6 +65,7 @@ func textCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&sum, "sha256", false, "print only the sha256 of the bytes")
+	cmd.Flags().StringVar(&module, "module", "", "look the symbols up in this loaded module first")
 	return cmd
 }
 

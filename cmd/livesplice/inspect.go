@@ -27,7 +27,7 @@ type packView struct {
 	Functions   []packFunction `json:"functions"`
 	Anchors     []packFunction `json:"anchors,omitempty"`
 	NextBoot    []string       `json:"next_boot,omitempty"`
-	Symbols     []string       `json:"symbols"`
+	Symbols     []pack.Symbol  `json:"symbols"`
 }
 
 type packFunction struct {
@@ -126,7 +126,7 @@ func inspectPack(name string) (*packView, error) {
 		Functions: make([]packFunction, 0, len(m.Functions)),
 	}
 	if v.Symbols == nil {
-		v.Symbols = []string{}
+		v.Symbols = []pack.Symbol{}
 	}
 	view := func(f pack.Function) packFunction {
 		return packFunction{Name: f.Name, Object: f.Object, Source: f.Source, Size: f.Size, NewSize: f.NewSize,

@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -47,6 +49,9 @@ func applyCmd() *cobra.Command {
 				return err
 			}
 			fmt.Printf("applied %s: %s; stop %s\n", s.ID, functionNames(s), stopText(s.ApplyStopNS, s.EmptyStopNS))
+			if waiting := waitingModules(s); len(waiting) > 0 {
+				fmt.Printf("not loaded: %s; the update takes effect when it loads, before any of its code runs\n", strings.Join(waiting, ", "))
+			}
 			return nil
 		},
 	}
@@ -70,11 +75,20 @@ func checkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s fits the running kernel (code read from %s):\n", p.Manifest.ID, c.Source)
+			header := p.Manifest.ID + " fits the running kernel"
+			if c.Source != "" {
+				header += fmt.Sprintf(" (code read from %s)", c.Source)
+			}
+			fmt.Println(header + ":")
+			for _, name := range slices.Sorted(maps.Keys(c.Spaces)) {
+				if sp := c.Spaces[name]; name != pack.Vmlinux {
+					fmt.Printf("  module %s: code read from %s\n", name, sp.Source)
+				}
+			}
 			show := func(what string, fs []pack.Function, ms []*runpre.Match) {
 				for i, mt := range ms {
 					fmt.Printf("  %s%s at %#x: %d bytes of pack code match %d running bytes, %d references resolved\n",
-						what, mt.Name, mt.Addr, len(fs[i].PreCode), mt.Len, len(mt.Derived))
+						what, pack.Symbol{Name: mt.Name, Object: fs[i].Object}, mt.Addr, len(fs[i].PreCode), mt.Len, len(mt.Derived))
 				}
 			}
 			show("", p.Manifest.Functions, c.Matches)
@@ -157,7 +171,13 @@ func showCmd() *cobra.Command {
 			}
 			fmt.Println("functions:")
 			for _, f := range s.Functions {
-				fmt.Printf("  %s  %#x+%d -> %#x\n", f.Name, f.Old, f.SiteOffset, f.New)
+				name := pack.Symbol{Name: f.Name, Object: f.Object}.String()
+				switch f.State {
+				case loader.FunctionWaiting:
+					fmt.Printf("  %s  waiting: patched when %s loads -> %#x\n", name, f.Object, f.New)
+				default:
+					fmt.Printf("  %s  %s %#x+%d -> %#x\n", name, f.State, f.Old, f.SiteOffset, f.New)
+				}
 			}
 			return nil
 		},
@@ -166,12 +186,28 @@ func showCmd() *cobra.Command {
 	return cmd
 }
 
+// functionNames lists an update's functions; a module's with its module
+// and whether it is live or waiting for the module to load.
 func functionNames(s *loader.Status) string {
 	names := make([]string, len(s.Functions))
 	for i, f := range s.Functions {
 		names[i] = f.Name
+		if f.Object != pack.Vmlinux {
+			names[i] = fmt.Sprintf("%s [%s] %s", f.Name, f.Object, f.State)
+		}
 	}
 	return strings.Join(names, ",")
+}
+
+// waitingModules are the modules an applied update waits for.
+func waitingModules(s *loader.Status) []string {
+	var mods []string
+	for _, f := range s.Functions {
+		if f.State == loader.FunctionWaiting && !slices.Contains(mods, f.Object) {
+			mods = append(mods, f.Object)
+		}
+	}
+	return mods
 }
 
 // stopText prints a stop time and its ratio to an empty stop_machine.

@@ -11,6 +11,18 @@
  * in "expect".  The metadata of the update (functions, relocations) is in a
  * generated file linked into the same module.
  *
+ * Functions of a module are patched whenever that module is there: at
+ * apply, when it is loaded, in the same stop_machine as the rest; else
+ * from the module notifier when it loads (MODULE_STATE_COMING: relocated,
+ * read-only, none of its code has run yet), with text_poke and no
+ * stop_machine.  The module's symbols are then looked up by name in its
+ * own symbol table (the loader says which of several of one name), and
+ * the bytes at its sites are checked as for vmlinux, except where the
+ * loader marked a byte as a relocation field that depends on where the
+ * module lands.  A mismatch refuses the module's load.  When it goes
+ * (MODULE_STATE_GOING), its state is dropped; it is patched again when it
+ * comes back.
+ *
  * Control and state are in /sys/module/<name>/livesplice/.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -40,7 +52,7 @@
 
 static char *expect;
 module_param(expect, charp, 0400);
-MODULE_PARM_DESC(expect, "hex bytes expected at each function's site, 10 hex digits per function");
+MODULE_PARM_DESC(expect, "bytes expected at each function's site, 10 characters per function: two hex digits per byte, or xx for any");
 
 static int retries = 5;
 module_param(retries, int, 0644);
@@ -57,14 +69,31 @@ typedef void *(*ls_poke_fn)(void *addr, const void *opcode, size_t len);
 typedef int (*ls_stop_fn)(cpu_stop_fn_t fn, void *data,
 			  const struct cpumask *cpus);
 
-/* Per function: the patch site and its bytes. */
+/*
+ * Per function: the patch site and its bytes.  A module's function has
+ * old == 0 while its module is not there.
+ */
 struct ls_site {
 	unsigned long old;		/* old function */
 	unsigned long size;		/* its size in the running kernel */
 	unsigned long site;		/* old + site_offset */
 	u8 expect[LS_JMP_LEN];		/* what the loader expects there */
+	bool any[LS_JMP_LEN];		/* where any byte will do */
 	u8 orig[LS_JMP_LEN];		/* what was there at apply */
 	u8 jmp[LS_JMP_LEN];		/* e9 rel32 to the replacement */
+};
+
+/* Per object of __livesplice_objects. */
+struct ls_obj {
+	struct module *mod;		/* a module, while it is there */
+	bool funcs;			/* the update replaces functions of it */
+	bool patched;			/* its sites hold our jumps */
+	bool in_op;			/* part of the stop_machine under way */
+};
+
+/* Per cold part: where it runs, when known (start == 0 while not). */
+struct ls_range {
+	unsigned long start, size;
 };
 
 enum ls_state {
@@ -79,7 +108,14 @@ static struct {
 	ls_poke_fn text_poke_kgdb;
 	struct mutex *text_mutex;	/* the kernel's, taken around text writes */
 	ls_stop_fn stop_machine_cpuslocked;
+	struct mutex *module_mutex;
+	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
+	struct ls_range *parts;
+	struct ls_obj *objs;
+	unsigned long *resolved;	/* per symbol: its address, when known */
+	bool *got;			/* per fix-up: holds a __symbol_get */
+	bool notifier;			/* ls_nb is registered */
 	enum ls_state state;
 	char error[LS_ERROR_LEN];
 	u64 apply_stop_ns, apply_work_ns;
@@ -107,6 +143,36 @@ static bool ls_inside(unsigned long addr, unsigned long start,
 	return addr >= start && addr <= start + size;
 }
 
+/* Is function i part of the operation under way? */
+static bool ls_in_op(unsigned int i)
+{
+	return ls.objs[__livesplice_funcs[i].object].in_op;
+}
+
+/* Do the bytes at s's site hold what the loader expects? */
+static bool ls_expected(const struct ls_site *s, const u8 *live)
+{
+	unsigned int k;
+
+	for (k = 0; k < LS_JMP_LEN; k++)
+		if (!s->any[k] && live[k] != s->expect[k])
+			return false;
+	return true;
+}
+
+/* Print s's expected bytes, "xx" where any will do. */
+static void ls_expect_text(const struct ls_site *s, char *buf)
+{
+	unsigned int k;
+
+	for (k = 0; k < LS_JMP_LEN; k++, buf += 3)
+		if (s->any[k])
+			strscpy(buf, "xx ", 4);
+		else
+			snprintf(buf, 4, "%02x ", s->expect[k]);
+	buf[-1] = '\0';
+}
+
 /* Is addr in code that must not be on any stack for this operation? */
 static bool ls_addr_busy(unsigned long addr, bool undo)
 {
@@ -115,12 +181,19 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		f = &__livesplice_funcs[i];
+		if (!ls_in_op(i))
+			continue;
 		if (ls_inside(addr, ls.sites[i].old, ls.sites[i].size))
 			return true;
 		if (undo && ls_inside(addr, (unsigned long)f->new_addr,
 				      f->new_size))
 			return true;
 	}
+	/* The new cold parts are inside new_size; the old ones apart. */
+	for (i = 0; i < __livesplice_nr_parts; i++)
+		if (ls_in_op(__livesplice_parts[i].func) &&
+		    ls_inside(addr, ls.parts[i].start, ls.parts[i].size))
+			return true;
 	return false;
 }
 
@@ -164,7 +237,6 @@ static int ls_stop_cb(void *data)
 	struct ls_stop *d = data;
 	struct task_struct *g, *t;
 	struct ls_site *s;
-	const u8 *want;
 	u64 start = ktime_get_ns();
 	unsigned int i;
 
@@ -185,8 +257,10 @@ static int ls_stop_cb(void *data)
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		s = &ls.sites[i];
-		want = d->undo ? s->jmp : s->expect;
-		if (memcmp((void *)s->site, want, LS_JMP_LEN)) {
+		if (!ls_in_op(i))
+			continue;
+		if (d->undo ? memcmp((void *)s->site, s->jmp, LS_JMP_LEN) :
+			      !ls_expected(s, (void *)s->site)) {
 			memcpy(d->found, (void *)s->site, LS_JMP_LEN);
 			d->func = i;
 			d->result = -EILSEQ;
@@ -196,6 +270,8 @@ static int ls_stop_cb(void *data)
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		s = &ls.sites[i];
+		if (!ls_in_op(i))
+			continue;
 		if (d->undo) {
 			ls.text_poke_kgdb((void *)s->site, s->orig, LS_JMP_LEN);
 		} else {
@@ -231,10 +307,25 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	return ret;
 }
 
+/* Say in ls.error that function i's site holds found, not what we expect. */
+static void ls_mismatch(unsigned int i, bool undo, const u8 *found)
+{
+	const struct ls_func *f = &__livesplice_funcs[i];
+	char want[3 * LS_JMP_LEN + 1];
+
+	if (undo)
+		snprintf(want, sizeof(want), "%*ph", LS_JMP_LEN, ls.sites[i].jmp);
+	else
+		ls_expect_text(&ls.sites[i], want);
+	snprintf(ls.error, sizeof(ls.error),
+		 "mismatch: %s%s%s+0x%x: expected %s, found %*ph", f->object ?
+		 __livesplice_objects[f->object].name : "", f->object ? ": " : "",
+		 f->name, f->site_offset, want, LS_JMP_LEN, found);
+}
+
 /* Apply or undo with retries; sets ls.error on failure. */
 static int ls_patch(bool undo)
 {
-	const struct ls_func *f;
 	struct ls_stop d;
 	int attempt, ret, n = max(READ_ONCE(retries), 0);
 	u64 stop_ns;
@@ -271,12 +362,7 @@ static int ls_patch(bool undo)
 				 retry_ms);
 		break;
 	case -EILSEQ:
-		f = &__livesplice_funcs[d.func];
-		snprintf(ls.error, sizeof(ls.error),
-			 "mismatch: %s+0x%x: expected %*ph, found %*ph",
-			 f->name, f->site_offset, LS_JMP_LEN,
-			 undo ? ls.sites[d.func].jmp : ls.sites[d.func].expect,
-			 LS_JMP_LEN, d.found);
+		ls_mismatch(d.func, undo, d.found);
 		break;
 	default:
 		snprintf(ls.error, sizeof(ls.error),
@@ -286,9 +372,334 @@ static int ls_patch(bool undo)
 	return ret;
 }
 
+/* Sites and fix-ups, for vmlinux at init and for a module when it is there. */
+
+/* Function i runs at old (size bytes): compute its site and jump. */
+static int ls_init_site(unsigned int i, unsigned long old, unsigned long size)
+{
+	const struct ls_func *f = &__livesplice_funcs[i];
+	struct ls_site *s = &ls.sites[i];
+	s64 rel;
+
+	/*
+	 * The running function may be shorter or longer than the pack's
+	 * pre code (jump encodings, padding; the loader matched them):
+	 * the stack check covers the kernel's own symbol.
+	 */
+	if (f->site_offset + LS_JMP_LEN > size) {
+		snprintf(ls.error, sizeof(ls.error),
+			 "invalid: %s: site +%u does not fit the kernel's symbol (%lu bytes)",
+			 f->name, f->site_offset, size);
+		return -EINVAL;
+	}
+	rel = (s64)((unsigned long)f->new_addr - (old + f->site_offset + LS_JMP_LEN));
+	if (rel != (s32)rel) {
+		snprintf(ls.error, sizeof(ls.error),
+			 "invalid: %s: %s is out of jmp range", f->name,
+			 f->new_name);
+		return -ERANGE;
+	}
+	s->old = old;
+	s->size = size;
+	s->site = old + f->site_offset;
+	s->jmp[0] = 0xe9;
+	put_unaligned_le32((u32)(s32)rel, &s->jmp[1]);
+	return 0;
+}
+
+/*
+ * Apply the fix-ups to vmlinux (owner < 0) or those of module object
+ * owner's code to modules, their targets resolved.  The update's text is
+ * read-only: compute every value first, then write them all with
+ * text_poke() under text_mutex.
+ */
+static int ls_apply_relocs(int owner)
+{
+	const struct ls_reloc *r;
+	bool kernel;
+	u64 *vals;
+	unsigned int i;
+	u64 p, v;
+
+	if (!__livesplice_nr_relocs)
+		return 0;
+	vals = kcalloc(__livesplice_nr_relocs, sizeof(*vals), GFP_KERNEL);
+	if (!vals)
+		return -ENOMEM;
+	for (i = 0; i < __livesplice_nr_relocs; i++) {
+		r = &__livesplice_relocs[i];
+		kernel = __livesplice_symbol_objects[r->target_index] == LS_VMLINUX;
+		if (owner < 0 ? !kernel : kernel || r->owner != owner)
+			continue;
+		p = (u64)r->base + r->offset;
+		v = ls.resolved[r->target_index] + r->addend;
+		if (r->kind == LS_RELOC_PCREL32)
+			v -= p;
+		if (r->kind != LS_RELOC_ABS64 && (s64)v != (s32)v) {
+			snprintf(ls.error, sizeof(ls.error),
+				 "invalid: reloc %u (%s at %s+0x%lx) to %s%+ld: value 0x%llx overflows s32",
+				 i, r->type, r->symbol, r->offset, r->target,
+				 r->addend, v);
+			kfree(vals);
+			return -ERANGE;
+		}
+		vals[i] = v;
+	}
+	mutex_lock(ls.text_mutex);
+	for (i = 0; i < __livesplice_nr_relocs; i++) {
+		r = &__livesplice_relocs[i];
+		kernel = __livesplice_symbol_objects[r->target_index] == LS_VMLINUX;
+		if (owner < 0 ? !kernel : kernel || r->owner != owner)
+			continue;
+		p = (u64)r->base + r->offset;
+		if (r->kind == LS_RELOC_ABS64) {
+			ls.text_poke((void *)p, &vals[i], 8);
+		} else {
+			u32 v32 = (u32)vals[i];
+
+			ls.text_poke((void *)p, &v32, 4);
+		}
+	}
+	mutex_unlock(ls.text_mutex);
+	kfree(vals);
+	return 0;
+}
+
+/*
+ * The address and size of the pos-th symbol called name in mod's symbol
+ * table (its core symbols, as kallsyms lists them); 0 if there is none.
+ */
+static unsigned long ls_module_symbol(struct module *mod, const char *name,
+				      unsigned long pos, unsigned long *size)
+{
+	const struct mod_kallsyms *ks = &mod->core_kallsyms;
+	const Elf_Sym *sym;
+	unsigned int i;
+
+	for (i = 0; i < ks->num_symtab; i++) {
+		sym = &ks->symtab[i];
+		if (strcmp(ks->strtab + sym->st_name, name) || pos--)
+			continue;
+		*size = sym->st_size;
+		return sym->st_value;
+	}
+	return 0;
+}
+
+/*
+ * Object o is there (mod for a module; vmlinux with its symbols' sizes):
+ * find the old cold parts of its functions, for the stack check.
+ */
+static int ls_init_parts(unsigned int o, struct module *mod,
+			 const unsigned long *sizes)
+{
+	const struct ls_part *p;
+	struct ls_range *r;
+	unsigned int i;
+
+	for (i = 0; i < __livesplice_nr_parts; i++) {
+		p = &__livesplice_parts[i];
+		r = &ls.parts[i];
+		if (__livesplice_funcs[p->func].object != o)
+			continue;
+		if (!mod) {
+			r->start = __livesplice_addrs[p->old_index];
+			r->size = sizes[p->old_index];
+			continue;
+		}
+		r->start = ls_module_symbol(mod, p->name,
+					    __livesplice_addrs[p->old_index],
+					    &r->size);
+		if (!r->start || !within_module_core(r->start, mod)) {
+			snprintf(ls.error, sizeof(ls.error),
+				 "symbol: module %s has no cold part %s (#%lu of that name)",
+				 mod->name, p->name, __livesplice_addrs[p->old_index]);
+			r->start = r->size = 0;
+			return -ENOENT;
+		}
+	}
+	return 0;
+}
+
+/* Drop what module object o's patching holds: other modules, its sites. */
+static void ls_release(unsigned int o)
+{
+	const struct ls_reloc *r;
+	unsigned int i;
+
+	for (i = 0; i < __livesplice_nr_relocs; i++) {
+		r = &__livesplice_relocs[i];
+		if (r->owner == o && ls.got[i]) {
+			__symbol_put(r->target);
+			ls.got[i] = false;
+		}
+	}
+	for (i = 0; i < __livesplice_nr_funcs; i++)
+		if (__livesplice_funcs[i].object == o)
+			ls.sites[i].old = ls.sites[i].size = ls.sites[i].site = 0;
+	for (i = 0; i < __livesplice_nr_parts; i++)
+		if (__livesplice_funcs[__livesplice_parts[i].func].object == o)
+			ls.parts[i].start = ls.parts[i].size = 0;
+}
+
+/*
+ * Module object o is there: find its functions and the symbols its
+ * fix-ups need (its own, by name and position; other modules' exports
+ * with __symbol_get, which holds those modules while o is patched), and
+ * fix up the replacement code.
+ */
+static int ls_prepare(unsigned int o)
+{
+	struct module *mod = ls.objs[o].mod;
+	const struct ls_reloc *r;
+	const struct ls_func *f;
+	unsigned long addr, size;
+	unsigned int i, t;
+	int ret;
+
+	for (i = 0; i < __livesplice_nr_relocs; i++) {
+		r = &__livesplice_relocs[i];
+		t = __livesplice_symbol_objects[r->target_index];
+		if (r->owner != o || t == LS_VMLINUX)
+			continue;
+		if (t == o) {
+			addr = ls_module_symbol(mod, r->target,
+						__livesplice_addrs[r->target_index],
+						&size);
+		} else {
+			addr = (unsigned long)__symbol_get(r->target);
+			ls.got[i] = addr != 0;
+		}
+		if (!addr) {
+			snprintf(ls.error, sizeof(ls.error),
+				 "symbol: module %s has no symbol %s (#%lu of that name)",
+				 __livesplice_objects[t].name, r->target,
+				 __livesplice_addrs[r->target_index]);
+			ret = -ENOENT;
+			goto fail;
+		}
+		ls.resolved[r->target_index] = addr;
+	}
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		f = &__livesplice_funcs[i];
+		if (f->object != o)
+			continue;
+		addr = ls_module_symbol(mod, f->name,
+					__livesplice_addrs[f->old_index], &size);
+		if (!addr || !within_module_core(addr, mod)) {
+			snprintf(ls.error, sizeof(ls.error),
+				 "symbol: module %s has no function %s (#%lu of that name)",
+				 mod->name, f->name, __livesplice_addrs[f->old_index]);
+			ret = -ENOENT;
+			goto fail;
+		}
+		ret = ls_init_site(i, addr, size);
+		if (ret)
+			goto fail;
+		ls.resolved[f->old_index] = addr;
+	}
+	ret = ls_init_parts(o, mod, NULL);
+	if (!ret)
+		ret = ls_apply_relocs(o);
+	if (!ret)
+		return 0;
+fail:
+	ls_release(o);
+	return ret;
+}
+
+/*
+ * Module object o is coming: none of its code has run, so its sites are
+ * written with text_poke, without stop_machine, once they all hold what
+ * the loader expects.
+ */
+static int ls_patch_coming(unsigned int o)
+{
+	struct ls_site *s;
+	unsigned int i;
+
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		s = &ls.sites[i];
+		if (__livesplice_funcs[i].object == o &&
+		    !ls_expected(s, (const u8 *)s->site)) {
+			ls_mismatch(i, false, (const u8 *)s->site);
+			return -EILSEQ;
+		}
+	}
+	mutex_lock(ls.text_mutex);
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		s = &ls.sites[i];
+		if (__livesplice_funcs[i].object != o)
+			continue;
+		memcpy(s->orig, (void *)s->site, LS_JMP_LEN);
+		ls.text_poke((void *)s->site, s->jmp, LS_JMP_LEN);
+	}
+	mutex_unlock(ls.text_mutex);
+	on_each_cpu(ls_sync_core, NULL, 1);
+	return 0;
+}
+
+/* A module comes or goes. */
+static int ls_module_notify(struct notifier_block *nb, unsigned long action,
+			    void *data)
+{
+	struct module *mod = data;
+	struct ls_obj *ob;
+	unsigned int o;
+	int ret = 0;
+
+	if (action != MODULE_STATE_COMING && action != MODULE_STATE_GOING)
+		return NOTIFY_DONE;
+	for (o = LS_VMLINUX + 1; o < __livesplice_nr_objects; o++)
+		if (ls.objs[o].funcs &&
+		    !strcmp(__livesplice_objects[o].name, mod->name))
+			break;
+	if (o == __livesplice_nr_objects)
+		return NOTIFY_DONE;
+	ob = &ls.objs[o];
+	mutex_lock(&ls_lock);
+	if (action == MODULE_STATE_GOING) {
+		if (ob->mod == mod && ob->patched) {
+			ls_release(o);
+			ob->patched = false;
+			pr_info("%s: module %s is going; its functions wait for it to load again\n",
+				__livesplice_id, mod->name);
+		}
+		if (ob->mod == mod)
+			ob->mod = NULL;
+	} else {
+		ob->mod = mod;
+		if (ls.state == LS_APPLIED && !ob->patched) {
+			ret = ls_prepare(o);
+			if (!ret) {
+				ret = ls_patch_coming(o);
+				if (ret)
+					ls_release(o);
+			}
+			if (ret) {
+				ob->mod = NULL;
+				pr_err("%s: refusing to load module %s: %s\n",
+				       __livesplice_id, mod->name, ls.error);
+			} else {
+				ob->patched = true;
+				pr_info("%s: patched module %s as it loads\n",
+					__livesplice_id, mod->name);
+			}
+		}
+	}
+	mutex_unlock(&ls_lock);
+	return notifier_from_errno(ret);
+}
+
+static struct notifier_block ls_nb = {
+	.notifier_call = ls_module_notify,
+};
+
 static int ls_apply(void)
 {
-	int ret;
+	unsigned int o, live = 0;
+	struct ls_obj *ob;
+	int ret = 0;
 
 	if (ls.state == LS_APPLIED) {
 		strscpy(ls.error, "state: already applied", sizeof(ls.error));
@@ -300,37 +711,80 @@ static int ls_apply(void)
 			sizeof(ls.error));
 		return -EINVAL;
 	}
-	ret = ls_patch(false);
-	if (ret) {
-		module_put(THIS_MODULE);
-		pr_warn("apply of %s failed: %s\n", __livesplice_id, ls.error);
-		return ret;
+	ls.objs[LS_VMLINUX].in_op = ls.objs[LS_VMLINUX].funcs;
+	for (o = LS_VMLINUX + 1; o < __livesplice_nr_objects; o++) {
+		ob = &ls.objs[o];
+		if (!ob->funcs || !ob->mod ||
+		    READ_ONCE(ob->mod->state) == MODULE_STATE_GOING)
+			continue;
+		ret = ls_prepare(o);
+		if (ret)
+			goto fail;
+		ob->in_op = true;
+	}
+	ls.apply_stop_ns = ls.apply_work_ns = 0;
+	for (o = 0; o < __livesplice_nr_objects; o++)
+		live += ls.objs[o].in_op;
+	if (live) {
+		ret = ls_patch(false);
+		if (ret)
+			goto fail;
+	}
+	for (o = 0; o < __livesplice_nr_objects; o++) {
+		ob = &ls.objs[o];
+		ob->patched = ob->in_op;
+		ob->in_op = false;
 	}
 	add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 	WRITE_ONCE(ls.state, LS_APPLIED);
-	pr_info("applied %s (%u function(s)): stop %llu ns, work %llu ns\n",
-		__livesplice_id, __livesplice_nr_funcs, ls.apply_stop_ns,
+	pr_info("applied %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns\n",
+		__livesplice_id, __livesplice_nr_funcs, live, ls.apply_stop_ns,
 		ls.apply_work_ns);
 	return 0;
+fail:
+	for (o = 0; o < __livesplice_nr_objects; o++) {
+		if (o != LS_VMLINUX && ls.objs[o].in_op)
+			ls_release(o);
+		ls.objs[o].in_op = false;
+	}
+	module_put(THIS_MODULE);
+	pr_warn("apply of %s failed: %s\n", __livesplice_id, ls.error);
+	return ret;
 }
 
 static int ls_undo(void)
 {
+	unsigned int o, live = 0;
 	int ret;
 
 	if (ls.state != LS_APPLIED) {
 		strscpy(ls.error, "state: not applied", sizeof(ls.error));
 		return -EINVAL;
 	}
-	ret = ls_patch(true);
-	if (ret) {
-		pr_warn("undo of %s failed: %s\n", __livesplice_id, ls.error);
-		return ret;
+	for (o = 0; o < __livesplice_nr_objects; o++) {
+		ls.objs[o].in_op = ls.objs[o].patched;
+		live += ls.objs[o].in_op;
+	}
+	ls.undo_stop_ns = ls.undo_work_ns = 0;
+	if (live) {
+		ret = ls_patch(true);
+		if (ret) {
+			for (o = 0; o < __livesplice_nr_objects; o++)
+				ls.objs[o].in_op = false;
+			pr_warn("undo of %s failed: %s\n", __livesplice_id,
+				ls.error);
+			return ret;
+		}
+	}
+	for (o = 0; o < __livesplice_nr_objects; o++) {
+		if (o != LS_VMLINUX && ls.objs[o].in_op)
+			ls_release(o);
+		ls.objs[o].patched = ls.objs[o].in_op = false;
 	}
 	WRITE_ONCE(ls.state, LS_LOADED);
 	module_put(THIS_MODULE);
-	pr_info("undid %s (%u function(s)): stop %llu ns, work %llu ns\n",
-		__livesplice_id, __livesplice_nr_funcs, ls.undo_stop_ns,
+	pr_info("undid %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns\n",
+		__livesplice_id, __livesplice_nr_funcs, live, ls.undo_stop_ns,
 		ls.undo_work_ns);
 	return 0;
 }
@@ -389,15 +843,25 @@ static ssize_t functions_show(struct module_attribute *ma,
 			      struct module_kobject *mk, char *buf)
 {
 	const struct ls_func *f;
+	const char *state;
 	unsigned int i;
 	int n = 0;
 
+	mutex_lock(&ls_lock);
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		f = &__livesplice_funcs[i];
-		n += sysfs_emit_at(buf, n, "%s 0x%lx 0x%lx %u\n", f->name,
+		if (ls.state != LS_APPLIED)
+			state = "off";
+		else if (ls.objs[f->object].patched)
+			state = "live";
+		else
+			state = "waiting";
+		n += sysfs_emit_at(buf, n, "%s %s 0x%lx 0x%lx %u %s\n", f->name,
+				   __livesplice_objects[f->object].name,
 				   ls.sites[i].old, (unsigned long)f->new_addr,
-				   f->site_offset);
+				   f->site_offset, state);
 	}
+	mutex_unlock(&ls_lock);
 	return n;
 }
 
@@ -497,6 +961,9 @@ static bool ls_exact_name(unsigned int i)
 	for (j = 0; j < __livesplice_nr_funcs; j++)
 		if (__livesplice_funcs[j].old_index == i)
 			return true;
+	for (j = 0; j < __livesplice_nr_parts; j++)
+		if (__livesplice_parts[j].old_index == i)
+			return true;
 	return false;
 }
 
@@ -527,17 +994,24 @@ static unsigned long ls_check_symbol(unsigned int i)
 
 static int ls_parse_expect(void)
 {
-	unsigned int i, n = __livesplice_nr_funcs;
+	unsigned int i, k, n = __livesplice_nr_funcs;
+	const char *p;
 
 	if (!expect || strlen(expect) != n * 2 * LS_JMP_LEN) {
-		pr_err("expect: need %u hex digits (%u per function), got \"%s\"\n",
+		pr_err("expect: need %u characters (%u per function), got \"%s\"\n",
 		       n * 2 * LS_JMP_LEN, 2 * LS_JMP_LEN,
 		       expect ? expect : "");
 		return -EINVAL;
 	}
 	for (i = 0; i < n; i++) {
-		if (hex2bin(ls.sites[i].expect, expect + i * 2 * LS_JMP_LEN,
-			    LS_JMP_LEN)) {
+		for (k = 0; k < LS_JMP_LEN; k++) {
+			p = expect + (i * LS_JMP_LEN + k) * 2;
+			if (p[0] == 'x' && p[1] == 'x')
+				ls.sites[i].any[k] = true;
+			else if (hex2bin(&ls.sites[i].expect[k], p, 1))
+				break;
+		}
+		if (k < LS_JMP_LEN) {
 			pr_err("expect: bad hex for %s: \"%.10s\"\n",
 			       __livesplice_funcs[i].name,
 			       expect + i * 2 * LS_JMP_LEN);
@@ -547,87 +1021,50 @@ static int ls_parse_expect(void)
 	return 0;
 }
 
-static int ls_init_sites(const unsigned long *sizes)
+/*
+ * Find the modules whose functions the update replaces that are already
+ * there; the notifier, registered first, follows them from then on.
+ */
+static int ls_find_modules(void)
 {
-	const struct ls_func *f;
-	struct ls_site *s;
-	unsigned int i;
-	s64 rel;
+	struct module *mod;
+	unsigned int o;
+	bool any = false;
+	int ret;
 
-	for (i = 0; i < __livesplice_nr_funcs; i++) {
-		f = &__livesplice_funcs[i];
-		s = &ls.sites[i];
-		/*
-		 * The running function may be shorter or longer than the pack's
-		 * pre code (jump encodings, padding; the loader matched them):
-		 * the stack check covers the kernel's own symbol.
-		 */
-		s->size = sizes[f->old_index];
-		if (f->site_offset + LS_JMP_LEN > s->size) {
-			pr_err("%s: site +%u does not fit the kernel's symbol (%lu bytes)\n",
-			       f->name, f->site_offset, s->size);
-			return -EINVAL;
-		}
-		s->old = __livesplice_addrs[f->old_index];
-		s->site = s->old + f->site_offset;
-		rel = (s64)((unsigned long)f->new_addr - (s->site + LS_JMP_LEN));
-		if (rel != (s32)rel) {
-			pr_err("%s: %s is out of jmp range\n", f->name,
-			       f->new_name);
-			return -ERANGE;
-		}
-		s->jmp[0] = 0xe9;
-		put_unaligned_le32((u32)(s32)rel, &s->jmp[1]);
+	for (o = LS_VMLINUX + 1; o < __livesplice_nr_objects; o++)
+		any |= ls.objs[o].funcs;
+	if (!any)
+		return 0;
+	ret = register_module_notifier(&ls_nb);
+	if (ret)
+		return ret;
+	ls.notifier = true;
+	mutex_lock(&ls_lock);
+	mutex_lock(ls.module_mutex);
+	for (o = LS_VMLINUX + 1; o < __livesplice_nr_objects; o++) {
+		if (!ls.objs[o].funcs)
+			continue;
+		mod = ls.find_module(__livesplice_objects[o].name);
+		if (mod && (mod->state == MODULE_STATE_LIVE ||
+			    mod->state == MODULE_STATE_COMING))
+			ls.objs[o].mod = mod;
 	}
+	mutex_unlock(ls.module_mutex);
+	mutex_unlock(&ls_lock);
 	return 0;
 }
 
-/*
- * Module text is read-only by the time init runs: compute every value
- * first, then write them all with text_poke() under text_mutex.
- */
-static int ls_apply_relocs(void)
+static void ls_free(void)
 {
-	const struct ls_reloc *r;
-	u64 *vals;
-	unsigned int i;
-	u64 p, v;
-
-	if (!__livesplice_nr_relocs)
-		return 0;
-	vals = kcalloc(__livesplice_nr_relocs, sizeof(*vals), GFP_KERNEL);
-	if (!vals)
-		return -ENOMEM;
-	for (i = 0; i < __livesplice_nr_relocs; i++) {
-		r = &__livesplice_relocs[i];
-		p = (u64)r->base + r->offset;
-		v = __livesplice_addrs[r->target_index] + r->addend;
-		if (r->kind == LS_RELOC_PCREL32)
-			v -= p;
-		if (r->kind != LS_RELOC_ABS64 && (s64)v != (s32)v) {
-			pr_err("reloc %u (%s at %s+0x%lx) to %s%+ld: value 0x%llx overflows s32\n",
-			       i, r->type, r->symbol, r->offset, r->target,
-			       r->addend, v);
-			kfree(vals);
-			return -ERANGE;
-		}
-		vals[i] = v;
-	}
-	mutex_lock(ls.text_mutex);
-	for (i = 0; i < __livesplice_nr_relocs; i++) {
-		r = &__livesplice_relocs[i];
-		p = (u64)r->base + r->offset;
-		if (r->kind == LS_RELOC_ABS64) {
-			ls.text_poke((void *)p, &vals[i], 8);
-		} else {
-			u32 v32 = (u32)vals[i];
-
-			ls.text_poke((void *)p, &v32, 4);
-		}
-	}
-	mutex_unlock(ls.text_mutex);
-	kfree(vals);
-	return 0;
+	if (ls.notifier)
+		unregister_module_notifier(&ls_nb);
+	ls.notifier = false;
+	kfree(ls.sites);
+	kfree(ls.parts);
+	kfree(ls.objs);
+	kfree(ls.resolved);
+	kfree(ls.got);
 }
 
 static int __init ls_init(void)
@@ -644,14 +1081,26 @@ static int __init ls_init(void)
 	sizes = kcalloc(__livesplice_nr_symbols, sizeof(*sizes), GFP_KERNEL);
 	ls.sites = kcalloc(__livesplice_nr_funcs, sizeof(*ls.sites),
 			   GFP_KERNEL);
-	if (!sizes || !ls.sites) {
+	ls.parts = kcalloc(__livesplice_nr_parts, sizeof(*ls.parts),
+			   GFP_KERNEL);
+	ls.objs = kcalloc(__livesplice_nr_objects, sizeof(*ls.objs),
+			  GFP_KERNEL);
+	ls.resolved = kcalloc(__livesplice_nr_symbols, sizeof(*ls.resolved),
+			      GFP_KERNEL);
+	ls.got = kcalloc(__livesplice_nr_relocs, sizeof(*ls.got), GFP_KERNEL);
+	if (!sizes || !ls.sites || !ls.parts || !ls.objs || !ls.resolved ||
+	    !ls.got) {
 		ret = -ENOMEM;
 		goto fail;
 	}
+	/* A module's symbols are resolved when it is there (ls_prepare). */
 	for (i = 0; i < __livesplice_nr_symbols; i++) {
+		if (__livesplice_symbol_objects[i] != LS_VMLINUX)
+			continue;
 		sizes[i] = ls_check_symbol(i);
 		if (!sizes[i])
 			goto fail;
+		ls.resolved[i] = __livesplice_addrs[i];
 	}
 	ls.text_poke = (ls_poke_fn)__livesplice_addrs[LS_SYM_TEXT_POKE];
 	ls.text_poke_kgdb =
@@ -659,12 +1108,29 @@ static int __init ls_init(void)
 	ls.text_mutex = (struct mutex *)__livesplice_addrs[LS_SYM_TEXT_MUTEX];
 	ls.stop_machine_cpuslocked =
 		(ls_stop_fn)__livesplice_addrs[LS_SYM_STOP_MACHINE_CPUSLOCKED];
+	ls.module_mutex =
+		(struct mutex *)__livesplice_addrs[LS_SYM_MODULE_MUTEX];
+	ls.find_module = (struct module *(*)(const char *))
+		__livesplice_addrs[LS_SYM_FIND_MODULE];
+	for (i = 0; i < __livesplice_nr_funcs; i++)
+		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
 	ret = ls_parse_expect();
+	for (i = 0; !ret && i < __livesplice_nr_funcs; i++) {
+		const struct ls_func *f = &__livesplice_funcs[i];
+
+		if (f->object == LS_VMLINUX)
+			ret = ls_init_site(i, __livesplice_addrs[f->old_index],
+					   sizes[f->old_index]);
+	}
 	if (!ret)
-		ret = ls_init_sites(sizes);
+		ret = ls_init_parts(LS_VMLINUX, NULL, sizes);
 	if (!ret)
-		ret = ls_apply_relocs();
+		ret = ls_apply_relocs(-1);
+	if (ret && ls.error[0])
+		pr_err("%s\n", ls.error);
+	if (!ret)
+		ret = ls_find_modules();
 	if (!ret)
 		ret = sysfs_create_group(&THIS_MODULE->mkobj.kobj, &ls_group);
 	if (ret)
@@ -675,15 +1141,18 @@ static int __init ls_init(void)
 	return 0;
 fail:
 	kfree(sizes);
-	kfree(ls.sites);
+	ls_free();
 	return ret;
 }
 
-/* Never patches: while applied the module holds a reference to itself. */
+/*
+ * Never patches: while applied the module holds a reference to itself,
+ * and its modules' states were dropped by undo.
+ */
 static void __exit ls_exit(void)
 {
 	sysfs_remove_group(&THIS_MODULE->mkobj.kobj, &ls_group);
-	kfree(ls.sites);
+	ls_free();
 }
 
 module_init(ls_init);
