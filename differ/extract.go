@@ -160,7 +160,7 @@ func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted
 		p.local = append(p.local, localReloc{offset: off, typ: r.Type, fn: t.sym.Name, addend: t.delta})
 		return ""
 	}
-	if pol != nil && pol.added[t.sym] {
+	if pol.copies(t.sym) {
 		p.local = append(p.local, localReloc{offset: off, typ: r.Type, data: t.sym, addend: t.delta})
 		return strings.Join(p.carryData(post, t.sym, extracted, pol), "; ")
 	}

@@ -52,6 +52,30 @@ func addedData(post *object, list []Data) map[*elfobj.Symbol]bool {
 	return set
 }
 
+// copies reports whether references from extracted code to data symbol
+// sym carry a copy of it into the update module: new data, and dynamic
+// debug descriptors (__dyndbg), whose static key the replacement's
+// pr_debug branches on: the copy registers under the update module's name
+// and is controlled like any module's (dynamic_debug/control), starting
+// disabled.
+func (pol *dataPolicy) copies(sym *elfobj.Symbol) bool {
+	return pol != nil && (pol.added[sym] || dyndbg(sym))
+}
+
+// dyndbg reports a dynamic debug descriptor.
+func dyndbg(sym *elfobj.Symbol) bool {
+	return sym.Section != nil && sym.Section.Name == "__dyndbg" && sym.Type == elf.STT_OBJECT
+}
+
+// readOnlyConstant reports a static of the object that never changes and
+// points nowhere (a __func__ string, a const table): new data pointing to
+// it gets its own copy.
+func readOnlyConstant(sym *elfobj.Symbol) bool {
+	sec := sym.Section
+	return sec != nil && sym.Type == elf.STT_OBJECT && sec.Alloc() && sec.Flags&(elf.SHF_WRITE|elf.SHF_EXECINSTR) == 0 &&
+		sec.Type == elf.SHT_PROGBITS && len(sec.RelocsIn(sym.Value, sym.Value+sym.Size)) == 0
+}
+
 // carriedData is one new data symbol copied into the written object.
 type carriedData struct {
 	sym    *elfobj.Symbol
@@ -101,7 +125,7 @@ func (p *plan) carryData(post *object, sym *elfobj.Symbol, extracted map[string]
 		switch {
 		case ts.Type == elf.STT_FUNC && ts.Section != nil && extracted[ts.Name] && single(post.funcs[ts.Name]) == ts:
 			cd.local = append(cd.local, localReloc{offset: off, typ: r.Type, fn: ts.Name, addend: t.delta})
-		case pol.added[ts]:
+		case pol.copies(ts) || readOnlyConstant(ts):
 			cd.local = append(cd.local, localReloc{offset: off, typ: r.Type, data: ts, addend: t.delta})
 			reasons = append(reasons, p.carryData(post, ts, extracted, pol)...)
 		case pol.exportable == nil && (ts.Section == nil || ts.Bind == elf.STB_GLOBAL || ts.Bind == elf.STB_WEAK):
@@ -121,6 +145,8 @@ func (p *plan) carryData(post *object, sym *elfobj.Symbol, extracted map[string]
 // dataSectionName is the name of the section a carried datum gets.
 func dataSectionName(src *elfobj.Section, prefix, name string) string {
 	switch {
+	case src.Name == "__dyndbg":
+		return src.Name // where the module loader looks for descriptors
 	case src.Type == elf.SHT_NOBITS:
 		return ".bss." + prefix + name
 	case src.Flags&elf.SHF_WRITE != 0:

@@ -110,6 +110,9 @@ func ignoredSection(name string) bool {
 	if use, _ := special(name); use != notSpecial {
 		return true
 	}
+	if name == "__dyndbg" {
+		return true // per call site, copied with the functions that use them (newdata.go)
+	}
 	for _, p := range []string{".debug", ".note", ".comment", ".rela", ".initcall", ".con_initcall",
 		".init.", ".exit.", "__initcall", ".BTF", ".gnu."} {
 		if strings.HasPrefix(name, p) {

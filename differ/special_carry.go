@@ -53,6 +53,7 @@ type entryRef struct {
 	start  int64           // refContent: unit start; refRepl: piece start
 	end    int64           // refContent: unit end; refRepl: piece end
 	name   string          // refKernel: kernel symbol
+	data   *elfobj.Symbol  // refData: carried post data symbol
 	addend int64           // relative to fn, unit start, piece start, or kernel symbol
 }
 
@@ -63,6 +64,7 @@ const (
 	refContent
 	refKernel
 	refRepl
+	refData
 )
 
 // carriedEntry is one entry copied into the written object.
@@ -211,13 +213,13 @@ func (x *extractor) planEntry(p *plan, sec *elfobj.Section, start uint64, size i
 	c := carriedSections[sec.Name]
 	e := &carriedEntry{sec: sec, start: start, size: size}
 	for _, r := range relocs {
-		ref, why := x.entryTarget(sec, r, c.what)
+		ref, why := x.entryTarget(p, sec, r, c.what)
 		if why != "" {
 			return nil, why
 		}
 		ref.off = r.Offset - start
 		if ref.kind == refRepl {
-			if why := x.planPiece(sec, start, ref); why != "" {
+			if why := x.planPiece(p, sec, start, ref); why != "" {
 				return nil, why
 			}
 		}
@@ -251,9 +253,10 @@ func (x *extractor) codeTarget(r elfobj.Reloc) (string, int64, bool) {
 }
 
 // entryTarget decides where a relocation of a carried entry (or of
-// replacement code) points; it returns a refusal reason when the module
-// loader could not resolve it.
-func (x *extractor) entryTarget(sec *elfobj.Section, r elfobj.Reloc, what string) (entryRef, string) {
+// replacement code) of plan p points; it returns a refusal reason when the
+// module loader could not resolve it. Data p carries (a pr_debug's
+// descriptor, whose key a jump label names) is referenced in the copy.
+func (x *extractor) entryTarget(p *plan, sec *elfobj.Section, r elfobj.Reloc, what string) (entryRef, string) {
 	ref := entryRef{typ: r.Type}
 	if r.Sym == nil {
 		return ref, fmt.Sprintf("%s in %s at %#x has a relocation without a symbol", what, sec.Name, r.Offset)
@@ -282,6 +285,10 @@ func (x *extractor) entryTarget(sec *elfobj.Section, r elfobj.Reloc, what string
 	t := x.post.resolve(sec, r)
 	if t.kind != tNamed {
 		return ref, fmt.Sprintf("%s in %s references %s", what, sec.Name, unnamedTarget(t))
+	}
+	if p.dataSeen[t.sym] {
+		ref.kind, ref.data, ref.addend = refData, t.sym, t.delta
+		return ref, ""
 	}
 	if !x.exportable(t.sym) && sec.Name == "__jump_table" && x.livepatchable(t.sym) {
 		// A key defined elsewhere in vmlinux (a tracepoint's): the
@@ -332,7 +339,7 @@ func (x *extractor) livepatchable(sym *elfobj.Symbol) bool {
 // planPiece plans the .altinstr_replacement bytes an alternative uses:
 // replacementlen (at the target kernel's offset in struct alt_instr) bytes
 // from the entry's replacement.
-func (x *extractor) planPiece(alt *elfobj.Section, start uint64, ref entryRef) string {
+func (x *extractor) planPiece(p *plan, alt *elfobj.Section, start uint64, ref entryRef) string {
 	lenOff, ok := x.opts.EntrySizes["alt_instr.replacementlen"]
 	if !ok {
 		return "the target kernel's offset of alt_instr.replacementlen is unknown"
@@ -350,7 +357,7 @@ func (x *extractor) planPiece(alt *elfobj.Section, start uint64, ref entryRef) s
 	}
 	pc := &piece{start: ref.start, end: end}
 	for _, r := range ref.sec.RelocsIn(uint64(ref.start), uint64(end)) {
-		rr, why := x.entryTarget(ref.sec, r, "alternative replacement")
+		rr, why := x.entryTarget(p, ref.sec, r, "alternative replacement")
 		if why != "" {
 			return why
 		}

@@ -428,6 +428,12 @@ func (img *image) entryReloc(r entryRef, off uint64, replStart *int64) (elfobj.R
 		rel.Sym, rel.Addend = c.sym, c.unit(r.sec, r.start, r.end)+r.addend
 	case refKernel:
 		rel.Sym, rel.Addend = img.undef(r.name), r.addend
+	case refData:
+		sym, ok := img.dataSyms[r.data]
+		if !ok {
+			return rel, fmt.Errorf("special entry refers to data %s, which is not carried", r.data.Name)
+		}
+		rel.Sym, rel.Addend = sym, r.addend
 	case refRepl:
 		if replStart == nil {
 			return rel, fmt.Errorf("replacement code refers to other replacement code")
