@@ -11,4 +11,11 @@
 //
 // A refused apply unloads the module again: the kernel text is left exactly
 // as it was. Undo is its own step; the module can only be unloaded after it.
+//
+// Functions of modules are matched in the module's running code when it
+// is loaded, else in its file under /lib/modules/RELEASE, laid out and
+// relocated as the kernel's loader will (Space, package modfile); the
+// module's symbols are passed by their position among the module's
+// symbols of their name, which the helper finds again every time the
+// module loads.
 package loader

@@ -23,22 +23,35 @@
 // vmlinux exports (Module.symvers).
 //
 // Generate writes the Kbuild directory and returns the ordered list of
-// kernel symbols whose addresses the loader must pass in the module's addrs
-// parameter; Build runs Kbuild and returns the .ko.
+// kernel symbols (each with its object) the loader must resolve for the
+// module's addrs parameter; Build runs Kbuild and returns the .ko.
+//
+// Functions may live in vmlinux or in modules (pack.Function.Object). A
+// module's functions are patched whenever that module is there: at apply
+// when it is loaded, else from a module notifier as it loads (before any
+// of its code runs); its symbols are looked up in its own symbol table by
+// name and position, and its state is dropped when it goes. Fix-ups to a
+// module (pack.Fixup.Object) are applied each time the module whose
+// functions their code replaces is patched; those to vmlinux at init.
 //
 // # Module parameters
 //
-//   - addrs (ulong array): the addresses of the symbols Generate returned, in
-//     that order, e.g. addrs=0xffffffff81040a10,0xffffffff81040b20,...
+//   - addrs (ulong array): one value per symbol Generate returned, in that
+//     order: a vmlinux symbol's address; for a symbol of a module the
+//     update replaces functions of, which of that module's symbols of its
+//     name it is (0 for the first in its symbol table); 0 for another
+//     module's export (looked up by name), e.g.
+//     addrs=0xffffffff81040a10,0xffffffff81040b20,...,0,1
 //   - expect (charp): for each Func in order, the 5 bytes expected at
-//     old+SiteOffset as 10 lowercase or uppercase hex digits, concatenated
-//     with no separator, e.g. expect=0f1f440000 for one function.
+//     old+SiteOffset as 10 characters, two hex digits per byte or "xx" for
+//     any value (a relocation field of a module's code), concatenated with
+//     no separator, e.g. expect=0f1f440000 for one function.
 //   - retries (int, default 5), retry_ms (int, default 100): how often and how
 //     long to wait between attempts while a task is in the way.
 //
-// At init every address is checked with sprint_symbol, which must print
-// exactly "NAME+0x0/0xSIZE"; the relocations are then written into the
-// module's own (read-only) code with text_poke under text_mutex.
+// At init every vmlinux address is checked with sprint_symbol, which must
+// print exactly "NAME+0x0/0xSIZE"; the relocations are then written into
+// the module's own (read-only) code with text_poke under text_mutex.
 //
 // # sysfs
 //
@@ -46,7 +59,8 @@
 //
 //	id, description       the update (read)
 //	state                 "loaded" or "applied"
-//	functions             one line per function: NAME 0xOLD 0xNEW SITEOFFSET (root only)
+//	functions             one line per function: NAME OBJECT 0xOLD 0xNEW SITEOFFSET STATE
+//	                      (root only); STATE is live, waiting (its module is not loaded) or off
 //	control               write "apply", "undo" or "calibrate"; blocks until done
 //	error                 last failure as one line, empty after a success
 //	apply_stop_ns, apply_work_ns, undo_stop_ns, undo_work_ns, empty_stop_ns
@@ -56,5 +70,8 @@
 // task PID (COMM) has an unreliable stack at ..."), -EILSEQ when a site holds
 // other bytes than expected (error "mismatch: NAME+0xOFF: expected .., found
 // .."), and -EINVAL for an unknown word ("invalid: ...") or the wrong state
-// ("state: already applied", "state: not applied").
+// ("state: already applied", "state: not applied"), and -ENOENT when a
+// loaded module lacks a symbol ("symbol: ..."). A module whose sites do
+// not hold what the loader expects is refused as it loads (its load fails;
+// the reason is in error and in the kernel log).
 package module

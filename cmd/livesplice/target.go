@@ -111,7 +111,7 @@ func undoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("undone %s: %s restored; stop %s\n", s.ID, functionNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
+			fmt.Printf("undone %s: %s restored; stop %s\n", s.ID, plainNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
 			return nil
 		},
 	}
@@ -195,6 +195,15 @@ func functionNames(s *loader.Status) string {
 		if f.Object != pack.Vmlinux {
 			names[i] = fmt.Sprintf("%s [%s] %s", f.Name, f.Object, f.State)
 		}
+	}
+	return strings.Join(names, ",")
+}
+
+// plainNames lists an update's functions, a module's with its module.
+func plainNames(s *loader.Status) string {
+	names := make([]string, len(s.Functions))
+	for i, f := range s.Functions {
+		names[i] = pack.Symbol{Name: f.Name, Object: f.Object}.String()
 	}
 	return strings.Join(names, ",")
 }
