@@ -30,9 +30,13 @@ func TestModule(t *testing.T) {
 	if !slices.Contains(m.Symbols, pack.Symbol{Name: "enabled", Object: demo.ModuleName}) {
 		t.Errorf("the pack does not resolve binfmt_misc's enabled: symbols %v", m.Symbols)
 	}
-	steps := boot(t, s, bin, map[string]string{"module.tar.xz": packPath}, "module", s.ModuleFiles()...)
+	files, err := s.ModuleFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := boot(t, s, bin, map[string]string{"module.tar.xz": packPath}, "module", files...)
 	for _, step := range []string{"check-file", "load", "check-loaded", "apply-loaded", "list-live", "patched", "undo-loaded", "undone",
-		"unload", "apply-waiting", "list-waiting", "load-patched", "reload", "undo-live", "undo-waiting", "modules"} {
+		"unload", "apply-waiting", "list-waiting", "load-patched", "reload", "undo-live", "undo-waiting", "refuse-other", "modules"} {
 		t.Logf("%s:\n%s", step, steps[step])
 	}
 	const (
@@ -72,6 +76,12 @@ func TestModule(t *testing.T) {
 	checkContains(t, steps, "undo-waiting", "undone binfmt-entry", original)
 	if w := steps["undo-waiting"]; strings.Count(w, "@@rc 0") != 4 || strings.Contains(w, fixed) || strings.Contains(w, "binfmt-entry  applied") {
 		t.Errorf("undo-waiting: apply, undo, insmod and rmmod did not all succeed, or the module loaded patched:\n%s", w)
+	}
+	// Another build of the module, whose patch site differs, is refused as
+	// it loads; the update keeps waiting, and the real one loads patched.
+	checkContains(t, steps, "refuse-other", "other build: refused", "binfmt_misc in /proc/modules: 0", fn+" waiting", "last error:  mismatch: binfmt_misc: bm_entry_read+0x5: expected 41 57 41 56 49, found 41 56 41 56 49", fixed, "undone binfmt-entry")
+	if !strings.Contains(steps["dmesg"], "binfmt-entry: refusing to load module binfmt_misc: mismatch: binfmt_misc: bm_entry_read+0x5") {
+		t.Error("the kernel log does not say why binfmt_misc's other build was refused")
 	}
 	if !strings.Contains(steps["modules"], "none") {
 		t.Errorf("a livesplice module or binfmt_misc stayed loaded:\n%s", steps["modules"])

@@ -179,6 +179,9 @@ func TestStatusAndControl(t *testing.T) {
 	if want := (FunctionStatus{"bm_entry_read", "binfmt_misc", 0, 0xffffffffc0001100, 5, FunctionWaiting}); s.Functions[1] != want {
 		t.Errorf("function 1 = %+v, want %+v", s.Functions[1], want)
 	}
+	if s.Error != "busy: task 42 (cat) is inside cmdline_proc_show+0x10/0x2a" {
+		t.Errorf("Error = %q", s.Error)
+	}
 	if _, err := l.Show("other"); err == nil {
 		t.Error("Show(other) found something")
 	}

@@ -28,6 +28,10 @@ type Status struct {
 	UndoStopNS  int64 `json:"undo_stop_ns"`
 	UndoWorkNS  int64 `json:"undo_work_ns"`
 	EmptyStopNS int64 `json:"empty_stop_ns"`
+	// Error is the helper's account of its last failure ("" after a
+	// success): a refused apply or undo, or a module whose load it
+	// refused.
+	Error string `json:"error,omitempty"`
 }
 
 // FunctionStatus is one replaced function.
@@ -70,6 +74,7 @@ func (l *Loader) readStatus(module string) (*Status, error) {
 		return nil, err
 	}
 	s.Description, _ = read("description")
+	s.Error, _ = read("error")
 	if s.State, err = read("state"); err != nil {
 		return nil, err
 	}

@@ -72,6 +72,6 @@
 // .."), and -EINVAL for an unknown word ("invalid: ...") or the wrong state
 // ("state: already applied", "state: not applied"), and -ENOENT when a
 // loaded module lacks a symbol ("symbol: ..."). A module whose sites do
-// not hold what the loader expects is refused as it loads (its load fails;
-// the reason is in error and in the kernel log).
+// not hold what the loader expects is refused as it loads (its load fails
+// with ENOEXEC; the reason is in error and in the kernel log).
 package module

@@ -169,6 +169,9 @@ func showCmd() *cobra.Command {
 			if s.UndoStopNS > 0 {
 				fmt.Printf("undo stop:   %s\n", stopText(s.UndoStopNS, s.EmptyStopNS))
 			}
+			if s.Error != "" {
+				fmt.Printf("last error:  %s\n", s.Error)
+			}
 			fmt.Println("functions:")
 			for _, f := range s.Functions {
 				name := pack.Symbol{Name: f.Name, Object: f.Object}.String()

@@ -74,6 +74,18 @@ livesplice list
 up
 entry
 down
+step refuse-other
+# Another build of binfmt_misc, one byte different at bm_entry_read's
+# patch site: the waiting update refuses its load; the real one loads.
+apply
+insmod /lib/modules/$(uname -r)/extra/binfmt_misc-other.ko && echo "other build: loaded" || echo "other build: refused"
+echo "binfmt_misc in /proc/modules: $(grep -c binfmt_misc /proc/modules)"
+livesplice list
+livesplice show binfmt-entry
+up
+entry
+down
+undo
 step modules
 grep -E 'livesplice|binfmt' /proc/modules || echo none
 step dmesg

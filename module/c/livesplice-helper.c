@@ -680,6 +680,8 @@ static int ls_module_notify(struct notifier_block *nb, unsigned long action,
 				ob->mod = NULL;
 				pr_err("%s: refusing to load module %s: %s\n",
 				       __livesplice_id, mod->name, ls.error);
+				/* Not the module the update was checked against. */
+				ret = -ENOEXEC;
 			} else {
 				ob->patched = true;
 				pr_info("%s: patched module %s as it loads\n",
