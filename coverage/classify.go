@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/livesplice/livesplice/builder"
+	"github.com/livesplice/livesplice/differ"
 	"github.com/livesplice/livesplice/internal/tail"
 	"github.com/livesplice/livesplice/module"
 )
@@ -144,9 +145,9 @@ type Names struct {
 //
 // Typed errors decide first (errors.As/Is): one rule per error type of
 // the builder and of what it calls; a new typed error slots in as one
-// more rule. A refusal's reasons, and errors that carry no type yet, are
-// sorted by the phrases of refusalRules; anything else is "other error"
-// with its first line.
+// more rule. A refusal's reasons go by their kind (refusalCategory).
+// Errors that carry no type yet are sorted by the phrases of
+// refusalRules; anything else is "other error" with its first line.
 func ClassifyBuild(err error, n Names) BuildOutcome {
 	if err == nil {
 		return BuildOutcome{Category: Built}
@@ -186,10 +187,7 @@ func refusedRule(err error, n Names) (BuildOutcome, bool) {
 	var o BuildOutcome
 	for _, rf := range re.Refusals {
 		text := n.normalise(rf.Text)
-		c := phraseCategory(text)
-		if c == "" {
-			c = OtherRefusal
-		}
+		c := refusalCategory(rf.Kind, text)
 		o.Refusals = append(o.Refusals, Refusal{Category: c, Text: text})
 		if o.Category == "" || precedes(c, o.Category) {
 			o.Category, o.Reason = c, text
@@ -235,30 +233,61 @@ func precedes(a, b Category) bool {
 	return a.rank() < b.rank()
 }
 
-// refusalRules sort the tool's refusal reasons, and the messages of
-// errors that have no type yet, into categories: the phrases are the
-// differ's and builder's own wording (differ/diff.go, site.go,
-// special_carry.go, types.go; builder/build.go). They are the stopgap
-// until refusals carry a typed kind; a reason no rule knows is counted as
-// "other refusal" and shown verbatim, so a reworded reason is visible in
-// the report, not lost.
+// kindCategory is the category of each kind of refusal the differ
+// reports (differ.RefusalKind).
+var kindCategory = map[differ.RefusalKind]Category{
+	differ.RefuseData:      DataChanged,
+	differ.RefuseLayout:    Layout,
+	differ.RefuseSignature: Signature,
+	differ.RefuseSite:      PatchSite,
+	differ.RefuseSpecial:   SpecialEntry,
+	differ.RefuseReference: Unexported,
+	differ.RefuseAmbiguous: Duplicate,
+	differ.RefuseCode:      TextSection,
+}
+
+// refinements split a kind where a reader wants the cases apart, by the
+// differ's wording: a static key is the reference people ask about
+// (tracepoints).
+var refinements = []struct {
+	kind differ.RefusalKind
+	c    Category
+	re   *regexp.Regexp
+}{
+	{differ.RefuseReference, StaticKey, regexp.MustCompile(`jump label|static key|__jump_table`)},
+}
+
+// refusalCategory is the category of one refusal: by its kind, refined
+// by refinements; a refusal of no particular kind (RefuseOther: the
+// builder's own, or an object the differ cannot read as it expects) by
+// the phrases of refusalRules, else "other refusal".
+func refusalCategory(kind differ.RefusalKind, text string) Category {
+	for _, r := range refinements {
+		if r.kind == kind && r.re.MatchString(text) {
+			return r.c
+		}
+	}
+	if c, ok := kindCategory[kind]; ok {
+		return c
+	}
+	if c := phraseCategory(text); c != "" {
+		return c
+	}
+	return OtherRefusal
+}
+
+// refusalRules sort the messages that carry no kind (refusals of kind
+// RefuseOther, errors without a type) by the builder's and differ's own
+// wording; an unknown one stays "other refusal" or "other error", shown
+// verbatim, so a reworded message is visible in the report, not lost.
 var refusalRules = []struct {
 	c  Category
 	re *regexp.Regexp
 }{
-	{Cold, regexp.MustCompile(`has a \.cold part`)},
+	{Cold, regexp.MustCompile(`\.cold part`)},
 	{ModuleObject, regexp.MustCompile(`is part of a module, not of vmlinux`)},
-	{Layout, regexp.MustCompile(`layout of .* changed`)},
-	{Signature, regexp.MustCompile(`would pass the old arguments`)},
-	{DataChanged, regexp.MustCompile(`(initialised|uninitialised) data .* (changed|added)`)},
 	{NoCode, regexp.MustCompile(`changes no function's code`)},
 	{InitCode, regexp.MustCompile(`__(init|exit) function`)},
-	{StaticKey, regexp.MustCompile(`__jump_table|static key|jump label`)},
-	{Unexported, regexp.MustCompile(`is not exported`)},
-	{TextSection, regexp.MustCompile(`changed outside any function symbol|\.altinstr_aux|\.static_call\.text`)},
-	{PatchSite, regexp.MustCompile(`patch site|too short for the`)},
-	{Duplicate, regexp.MustCompile(`cannot tell the copies apart`)},
-	{SpecialEntry, regexp.MustCompile(`entry size|\.orc_unwind|\.altinstructions|__ex_table|__bug_table`)},
 	{NewFile, regexp.MustCompile(`(new|deleted) file|creates a file|deletes a file`)},
 }
 

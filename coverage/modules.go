@@ -81,3 +81,18 @@ func (md *ModuleDeps) LoadOrder(files []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// DepFile returns a modules.dep for the given modules (paths as
+// LoadOrder returns them, each with everything it needs among them): what
+// the guest's loader reads to find a module's file.
+func (md *ModuleDeps) DepFile(mods []string) []byte {
+	var b strings.Builder
+	for _, m := range mods {
+		b.WriteString(m + ":")
+		for _, d := range md.deps[m] {
+			b.WriteString(" " + d)
+		}
+		b.WriteString("\n")
+	}
+	return []byte(b.String())
+}

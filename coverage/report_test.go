@@ -217,6 +217,9 @@ kernel/loop/b.ko: kernel/loop/a.ko
 	if strings.Join(got, " ") != want {
 		t.Errorf("LoadOrder = %v, want %s", got, want)
 	}
+	if dep := string(md.DepFile(got[2:4])); dep != "kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n" {
+		t.Errorf("DepFile = %q", dep)
+	}
 	for _, bad := range []string{"nope.ko", "a.ko"} {
 		if _, err := md.LoadOrder([]string{bad}); err == nil {
 			t.Errorf("LoadOrder(%s): no error", bad)

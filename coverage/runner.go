@@ -443,6 +443,7 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 	packs := map[string]string{}
 	var list strings.Builder
 	var extra []guest.File
+	var mods []string
 	haveFile := map[string]bool{}
 	for _, rec := range recs {
 		packs[rec.Build.Pack] = r.packPath(rec)
@@ -457,6 +458,7 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 				kos = append(kos, gp)
 				if !haveFile[gp] {
 					haveFile[gp] = true
+					mods = append(mods, mod)
 					extra = append(extra, guest.File{Path: gp, Mode: 0o644, Source: filepath.Join(r.deps.Dir, mod)})
 				}
 			}
@@ -468,6 +470,9 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 		fmt.Fprintf(&list, "%s %s %s %s\n", rec.Build.ID, rec.Build.Pack, funcs, strings.Join(kos, " "))
 	}
 	extra = append(extra, guest.File{Path: "/packs/list", Mode: 0o644, Data: []byte(list.String())})
+	if len(mods) > 0 {
+		extra = append(extra, guest.File{Path: filepath.Join("/lib/modules", r.o.Kernel.Release, "modules.dep"), Mode: 0o644, Data: r.deps.DepFile(mods)})
+	}
 
 	r.boots++
 	bootName := fmt.Sprintf("%s#%d", time.Now().UTC().Format(time.RFC3339), r.boots)
