@@ -9,7 +9,6 @@ import (
 
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/pack"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // Extraction describes the object Extract wrote.
@@ -167,7 +166,7 @@ func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted
 	if !pack.FixupType(r.Type) {
 		return fmt.Sprintf("relocation %v to %s at offset %#x: the module applies only PC32, PLT32, 32S and 64", r.Type, t.sym.Name, off)
 	}
-	if ins, ok := post.insnAt(p.fn.Section, r.Offset); ok && perCPU(ins.inst) && pol != nil && pol.livepatchable != nil {
+	if ins, ok := post.insnAt(p.fn.Section, r.Offset); ok && ins.gs && pol != nil && pol.livepatchable != nil {
 		if pol.livepatchable(t.sym) && (pol.exportable == nil || !pol.exportable(t.sym)) {
 			p.linked = append(p.linked, pack.Fixup{Offset: off, Type: r.Type, Target: pack.LivepatchSymbol(t.sym.Name), Addend: t.delta})
 			return ""
@@ -178,20 +177,6 @@ func (p *plan) addReloc(pre, post *object, r elfobj.Reloc, off uint64, extracted
 	}
 	p.fixups = append(p.fixups, pack.Fixup{Offset: off, Type: r.Type, Target: t.sym.Name, Addend: t.delta})
 	return ""
-}
-
-// perCPU reports whether in addresses memory through %gs: a per-CPU
-// variable, whose symbol value is an offset into the per-CPU area.
-func perCPU(in x86asm.Inst) bool {
-	for _, p := range in.Prefix {
-		if p == 0 {
-			break
-		}
-		if p&0xff == x86asm.PrefixGS {
-			return true
-		}
-	}
-	return false
 }
 
 func definedIn(o *object, name string) bool {

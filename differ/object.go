@@ -19,11 +19,36 @@ type object struct {
 	incoming map[*elfobj.Section][]incoming
 }
 
-// insn is one decoded instruction; bad marks a byte x86asm could not decode.
+// insn is what the differ keeps of one decoded instruction (a whole
+// x86asm.Inst is ten times the size, for every instruction of an object):
+// its extent, opcode, relative branch displacement and %gs prefix; bad
+// marks a byte x86asm could not decode.
 type insn struct {
-	off, len int
-	inst     x86asm.Inst
+	off, len int32
+	op       x86asm.Op
+	rel      int32 // the x86asm.Rel argument, when hasRel
+	hasRel   bool
+	gs       bool // a %gs segment prefix: a per-CPU access
 	bad      bool
+}
+
+func newInsn(off int, inst x86asm.Inst) insn {
+	in := insn{off: int32(off), len: int32(inst.Len), op: inst.Op}
+	for _, a := range inst.Args {
+		if rel, ok := a.(x86asm.Rel); ok {
+			in.rel, in.hasRel = int32(rel), true
+			break
+		}
+	}
+	for _, p := range inst.Prefix {
+		if p == 0 {
+			break
+		}
+		if p&0xff == x86asm.PrefixGS {
+			in.gs = true
+		}
+	}
+	return in
 }
 
 // incoming is a relocation in section from whose target lies in another
@@ -85,11 +110,11 @@ func (o *object) decode(sec *elfobj.Section) []insn {
 	for off := 0; off < len(sec.Data); {
 		inst, err := x86asm.Decode(sec.Data[off:], 64)
 		if err != nil || inst.Len == 0 {
-			ins = append(ins, insn{off: off, len: 1, bad: true})
+			ins = append(ins, insn{off: int32(off), len: 1, bad: true})
 			off++
 			continue
 		}
-		ins = append(ins, insn{off: off, len: inst.Len, inst: inst})
+		ins = append(ins, newInsn(off, inst))
 		off += inst.Len
 	}
 	o.insns[sec] = ins

@@ -7,7 +7,6 @@ import (
 
 	"github.com/livesplice/livesplice/elfobj"
 	"github.com/livesplice/livesplice/pack"
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // fentryOffset returns 5 when fn starts with the fentry call (e8 with a
@@ -139,7 +138,7 @@ func branchesIntoWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []R
 			continue // relocated branches are judged as references
 		}
 		if rel > lo && rel < hi {
-			rs = append(rs, ref("%v at offset %#x branches inside the patch site (to offset %#x)", in.inst.Op, uint64(in.off)-fn.Value, rel-int64(fn.Value)))
+			rs = append(rs, ref("%v at offset %#x branches inside the patch site (to offset %#x)", in.op, uint64(in.off)-fn.Value, rel-int64(fn.Value)))
 		}
 	}
 	return rs
@@ -147,12 +146,7 @@ func branchesIntoWindow(o *object, fn *elfobj.Symbol, site int, ref refuser) []R
 
 // relTarget returns the section offset a relative branch goes to.
 func relTarget(in insn) (int64, bool) {
-	for _, a := range in.inst.Args {
-		if rel, ok := a.(x86asm.Rel); ok {
-			return int64(in.off+in.len) + int64(rel), true
-		}
-	}
-	return 0, false
+	return int64(in.off+in.len) + int64(in.rel), in.hasRel
 }
 
 func hasRelocIn(sec *elfobj.Section, in insn) bool {

@@ -212,13 +212,25 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // readTypes reads struct layouts and function signatures from f's DWARF;
-// nil without DWARF.
+// nil without DWARF. One pass over the entries keeps what naming types
+// needs (typeDIE); types are then named from those, not through
+// debug/dwarf's type graph, which cost most of a Diff and its memory.
 func readTypes(f *elfobj.File) (*typeInfo, error) {
 	d, err := dwarfOf(f)
 	if d == nil || err != nil {
 		return nil, err
 	}
-	ti := &typeInfo{layouts: map[string][]layout{}, sigs: map[string][]signature{}}
+	n := &typeNamer{dies: map[dwarf.Offset]*typeDIE{}, names: map[dwarf.Offset]string{}}
+	var layouts []*typeDIE // struct, union and typedef definitions, in order
+	type sigEntry struct {
+		name     string
+		external bool
+		die      *typeDIE
+	}
+	var sigs []sigEntry
+	// stack holds, per open level of children, the type entry they
+	// belong to (nil for other entries' children).
+	var stack []*typeDIE
 	r := d.Reader()
 	for {
 		e, err := r.Next()
@@ -228,114 +240,237 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 		if e == nil {
 			break
 		}
-		switch e.Tag {
-		case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagTypedef:
-			if e.Val(dwarf.AttrDeclaration) != nil {
-				continue
+		if e.Tag == 0 {
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
 			}
-			name, kind, l, ok := layoutOf(d, e)
-			if ok {
-				ti.layouts[kind+" "+name] = append(ti.layouts[kind+" "+name], l)
+			continue
+		}
+		var parent *typeDIE
+		if len(stack) > 0 {
+			parent = stack[len(stack)-1]
+		}
+		var t *typeDIE
+		switch e.Tag {
+		case dwarf.TagMember, dwarf.TagEnumerator, dwarf.TagSubrangeType, dwarf.TagFormalParameter, dwarf.TagUnspecifiedParameters:
+			if parent != nil {
+				parent.kids = append(parent.kids, newTypeDIE(e))
 			}
 		case dwarf.TagSubprogram:
-			sig, name, err := signatureOf(d, r, e)
-			if err != nil {
-				return nil, fmt.Errorf("%s: reading DWARF: %w", f.Name, err)
-			}
+			t = newTypeDIE(e)
+			name, _ := e.Val(dwarf.AttrName).(string)
+			ext, _ := e.Val(dwarf.AttrExternal).(bool)
 			if name != "" && e.Val(dwarf.AttrDeclaration) == nil {
-				ti.sigs[name] = append(ti.sigs[name], sig)
+				sigs = append(sigs, sigEntry{name, ext, t})
+			}
+		case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagTypedef, dwarf.TagEnumerationType, dwarf.TagClassType,
+			dwarf.TagBaseType, dwarf.TagPointerType, dwarf.TagConstType, dwarf.TagVolatileType, dwarf.TagRestrictType,
+			dwarf.TagArrayType, dwarf.TagSubroutineType, dwarf.TagUnspecifiedType:
+			t = newTypeDIE(e)
+			n.dies[e.Offset] = t
+			if (e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType || e.Tag == dwarf.TagTypedef) && !t.decl {
+				layouts = append(layouts, t)
 			}
 		}
+		if e.Children {
+			stack = append(stack, t)
+		}
+	}
+	ti := &typeInfo{layouts: map[string][]layout{}, sigs: map[string][]signature{}}
+	for _, t := range layouts {
+		if name, kind, l, ok := n.layoutOf(t); ok {
+			ti.layouts[kind+" "+name] = append(ti.layouts[kind+" "+name], l)
+		}
+	}
+	for _, s := range sigs {
+		var params []string
+		for _, k := range s.die.kids {
+			switch k.tag {
+			case dwarf.TagFormalParameter:
+				params = append(params, n.typeOf(k))
+			case dwarf.TagUnspecifiedParameters:
+				params = append(params, "...")
+			}
+		}
+		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: fmt.Sprintf("%s (%s)", n.typeOf(s.die), strings.Join(params, ", ")), external: s.external})
 	}
 	return ti, nil
 }
 
-func layoutOf(d *dwarf.Data, e *dwarf.Entry) (string, string, layout, bool) {
-	t, err := d.Type(e.Offset)
-	if err != nil {
-		return "", "", layout{}, false
-	}
-	name := ""
-	if td, ok := t.(*dwarf.TypedefType); ok {
-		st, ok := td.Type.(*dwarf.StructType)
-		if !ok || st.StructName != "" {
-			return "", "", layout{}, false
-		}
-		name, t = td.Name, st
-	}
-	st, ok := t.(*dwarf.StructType)
-	if !ok || st.Incomplete {
-		return "", "", layout{}, false
-	}
-	kind := st.Kind
-	if name == "" {
-		name = st.StructName
-	} else {
-		kind = "typedef " + kind
-	}
-	if name == "" {
-		return "", "", layout{}, false
-	}
-	l := layout{size: st.ByteSize}
-	for i, f := range st.Field {
-		fname := f.Name
-		if fname == "" {
-			fname = fmt.Sprintf("(anonymous #%d)", i)
-		}
-		l.members = append(l.members, member{name: fname, off: f.ByteOffset, bitOffset: f.DataBitOffset + f.BitOffset, typ: typeString(f.Type)})
-	}
-	return name, kind, l, true
+// typeDIE is what naming a type needs of one DWARF entry.
+type typeDIE struct {
+	tag       dwarf.Tag
+	name      string
+	typ       dwarf.Offset // AttrType, 0 without
+	hasType   bool
+	decl      bool
+	size      int64 // AttrByteSize
+	off, bits int64 // members: byte and bit offset
+	count     string
+	value     any // enumerators
+	kids      []*typeDIE
 }
 
-func typeString(t dwarf.Type) string {
-	if t == nil {
+func newTypeDIE(e *dwarf.Entry) *typeDIE {
+	t := &typeDIE{tag: e.Tag, decl: e.Val(dwarf.AttrDeclaration) != nil}
+	t.name, _ = e.Val(dwarf.AttrName).(string)
+	t.typ, t.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
+	t.size, _ = e.Val(dwarf.AttrByteSize).(int64)
+	switch e.Tag {
+	case dwarf.TagMember:
+		t.off, t.bits = memberOffset(e), bitOffset(e)
+	case dwarf.TagEnumerator:
+		t.value = e.Val(dwarf.AttrConstValue)
+	case dwarf.TagSubrangeType:
+		switch c, ub := e.Val(dwarf.AttrCount), e.Val(dwarf.AttrUpperBound); {
+		case c != nil:
+			t.count = fmt.Sprint(c)
+		case ub != nil:
+			if v, ok := ub.(int64); ok {
+				t.count = fmt.Sprint(v + 1)
+			} else {
+				t.count = "?"
+			}
+		}
+	}
+	return t
+}
+
+// typeNamer names the types of one DWARF, memoised by offset.
+type typeNamer struct {
+	dies  map[dwarf.Offset]*typeDIE
+	names map[dwarf.Offset]string
+}
+
+// typeOf names the type t's AttrType points to, "void" without one.
+func (n *typeNamer) typeOf(t *typeDIE) string {
+	if !t.hasType {
 		return "void"
 	}
-	if st, ok := t.(*dwarf.StructType); ok && st.StructName == "" {
-		return st.Defn()
+	if s, ok := n.names[t.typ]; ok {
+		return s
 	}
-	return t.String()
+	n.names[t.typ] = "(recursive)"
+	s := "?"
+	if d := n.dies[t.typ]; d != nil {
+		s = n.describe(d)
+	}
+	n.names[t.typ] = s
+	return s
 }
 
-// signatureOf reads a subprogram entry and its children (parameters);
-// the reader is left after them.
-func signatureOf(d *dwarf.Data, r *dwarf.Reader, e *dwarf.Entry) (signature, string, error) {
-	name, _ := e.Val(dwarf.AttrName).(string)
-	ext, _ := e.Val(dwarf.AttrExternal).(bool)
-	ret := "void"
-	if off, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
-		if t, err := d.Type(off); err == nil {
-			ret = typeString(t)
+// describe names a type: "struct sk_buff", "*const char", "[16]u8",
+// "func(*struct file, int) long", an anonymous struct or union by its
+// members.
+func (n *typeNamer) describe(t *typeDIE) string {
+	switch t.tag {
+	case dwarf.TagBaseType, dwarf.TagTypedef, dwarf.TagUnspecifiedType:
+		return t.name
+	case dwarf.TagPointerType:
+		return "*" + n.typeOf(t)
+	case dwarf.TagConstType:
+		return "const " + n.typeOf(t)
+	case dwarf.TagVolatileType:
+		return "volatile " + n.typeOf(t)
+	case dwarf.TagRestrictType:
+		return "restrict " + n.typeOf(t)
+	case dwarf.TagArrayType:
+		dims := ""
+		for _, k := range t.kids {
+			if k.tag == dwarf.TagSubrangeType {
+				dims += "[" + k.count + "]"
+			}
 		}
-	}
-	var params []string
-	if e.Children {
-		for {
-			c, err := r.Next()
-			if err != nil {
-				return signature{}, "", err
-			}
-			if c == nil || c.Tag == 0 {
-				break
-			}
-			switch c.Tag {
+		return dims + n.typeOf(t)
+	case dwarf.TagSubroutineType:
+		var params []string
+		for _, k := range t.kids {
+			switch k.tag {
 			case dwarf.TagFormalParameter:
-				p := "?"
-				if off, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok {
-					if t, err := d.Type(off); err == nil {
-						p = typeString(t)
-					}
-				}
-				params = append(params, p)
+				params = append(params, n.typeOf(k))
 			case dwarf.TagUnspecifiedParameters:
 				params = append(params, "...")
 			}
-			if c.Children {
-				r.SkipChildren()
-			}
+		}
+		return fmt.Sprintf("func(%s) %s", strings.Join(params, ", "), n.typeOf(t))
+	}
+	kind := map[dwarf.Tag]string{dwarf.TagStructType: "struct", dwarf.TagUnionType: "union",
+		dwarf.TagEnumerationType: "enum", dwarf.TagClassType: "class"}[t.tag]
+	if t.name != "" {
+		return kind + " " + t.name
+	}
+	var fields []string
+	for _, k := range t.kids {
+		switch k.tag {
+		case dwarf.TagMember:
+			fields = append(fields, fmt.Sprintf("%s %s@%d", k.name, n.typeOf(k), k.off))
+		case dwarf.TagEnumerator:
+			fields = append(fields, fmt.Sprintf("%s=%v", k.name, k.value))
 		}
 	}
-	return signature{text: fmt.Sprintf("%s (%s)", ret, strings.Join(params, ", ")), external: ext}, name, nil
+	return fmt.Sprintf("%s {%s}", kind, strings.Join(fields, "; "))
+}
+
+// memberOffset is a member's byte offset in its struct.
+func memberOffset(e *dwarf.Entry) int64 {
+	switch v := e.Val(dwarf.AttrDataMemberLoc).(type) {
+	case int64:
+		return v
+	case []byte:
+		// DW_OP_plus_uconst ULEB128, as old DWARF writes it.
+		if len(v) > 1 && v[0] == 0x23 {
+			var off int64
+			for i, shift := 1, 0; i < len(v); i, shift = i+1, shift+7 {
+				off |= int64(v[i]&0x7f) << shift
+				if v[i]&0x80 == 0 {
+					break
+				}
+			}
+			return off
+		}
+	}
+	return 0
+}
+
+func bitOffset(e *dwarf.Entry) int64 {
+	var b int64
+	for _, a := range []dwarf.Attr{dwarf.AttrDataBitOffset, dwarf.AttrBitOffset} {
+		if v, ok := e.Val(a).(int64); ok {
+			b += v
+		}
+	}
+	return b
+}
+
+// layoutOf returns the layout a struct, union, or typedef of an
+// anonymous struct or union defines, with its name and kind.
+func (n *typeNamer) layoutOf(t *typeDIE) (string, string, layout, bool) {
+	name, kind := t.name, ""
+	if t.tag == dwarf.TagTypedef {
+		u := n.dies[t.typ]
+		if !t.hasType || name == "" || u == nil || u.name != "" || u.decl || (u.tag != dwarf.TagStructType && u.tag != dwarf.TagUnionType) {
+			return "", "", layout{}, false
+		}
+		t, kind = u, "typedef "
+	}
+	if name == "" {
+		return "", "", layout{}, false
+	}
+	kind += map[dwarf.Tag]string{dwarf.TagStructType: "struct", dwarf.TagUnionType: "union"}[t.tag]
+	l := layout{size: t.size}
+	i := 0
+	for _, k := range t.kids {
+		if k.tag != dwarf.TagMember {
+			continue
+		}
+		fname := k.name
+		if fname == "" {
+			fname = fmt.Sprintf("(anonymous #%d)", i)
+		}
+		l.members = append(l.members, member{name: fname, off: k.off, bitOffset: k.bits, typ: n.typeOf(k)})
+		i++
+	}
+	return name, kind, l, true
 }
 
 // dwarfOf builds debug/dwarf data from f's .debug_* sections with their
@@ -345,6 +480,9 @@ func dwarfOf(f *elfobj.File) (*dwarf.Data, error) {
 		sec := f.Section(name)
 		if sec == nil || sec.Type == elf.SHT_NOBITS {
 			return nil, nil
+		}
+		if len(sec.Relocs) == 0 {
+			return sec.Data, nil // read only, like every section here
 		}
 		b := append([]byte(nil), sec.Data...)
 		for _, r := range sec.Relocs {
