@@ -37,3 +37,19 @@ const (
 func (s Setup) ArpGet(ctx context.Context) (string, error) {
 	return s.goBuild(ctx, "./testdata/cold/arpget", "arpget")
 }
+
+// ColdBusy replaces __io_uring_register (io_uring/io_uring.c), whose
+// __cold io_register_iowq_aff gcc inlined into __io_uring_register.cold:
+// a task the guest's uffdhold keeps waiting in its copy_from_user is
+// inside the old cold part (apply is busy) or the new one (undo is).
+var ColdBusy = Update{"cold-busy", "testdata/cold/io-uring-iowq-aff-size.patch",
+	"io_uring: refuse an io-wq affinity mask longer than a cpumask"}
+
+// ColdBusyFunc is the function ColdBusy replaces.
+const ColdBusyFunc = "__io_uring_register"
+
+// UffdHold builds the guest's uffdhold helper (testdata/cold/uffdhold)
+// and returns its path.
+func (s Setup) UffdHold(ctx context.Context) (string, error) {
+	return s.goBuild(ctx, "./testdata/cold/uffdhold", "uffdhold")
+}

@@ -23,13 +23,24 @@ import (
 // run-pre matching finds where the function's code jumps to it and whose
 // running address the module gets for its stack check; the behaviour
 // before, applied and undone shows which code runs; the kernel text is
-// byte-identical at the end.
+// byte-identical at the end. On 6.1.0-56 a task waiting inside
+// __io_uring_register.cold (demo.ColdBusy) makes apply busy, and one
+// inside the replacement's cold part makes undo busy.
 func TestCold(t *testing.T) {
-	t.Run("drop-caches-"+demo.Kernel56.Release, func(t *testing.T) {
+	t.Run(demo.Kernel56.Release, func(t *testing.T) {
 		s, bin := newSetup(t)
 		packPath, m := buildPack(t, s, demo.Cold, "cold.tar.xz", demo.ColdFunc)
 		checkColdPack(t, m, demo.ColdFunc)
-		steps := boot(t, s, bin, map[string]string{"cold.tar.xz": packPath}, "cold")
+		busyPath, m := buildPack(t, s, demo.ColdBusy, "busy.tar.xz", demo.ColdBusyFunc)
+		checkColdPack(t, m, demo.ColdBusyFunc)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		uffdhold, err := s.UffdHold(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := boot(t, s, bin, map[string]string{"cold.tar.xz": packPath, "busy.tar.xz": busyPath}, "cold",
+			guest.File{Path: "/bin/uffdhold", Mode: 0o755, Source: uffdhold})
 		checkColdSteps(t, steps, demo.Cold.ID, demo.ColdFunc)
 		const msg = "drop_caches: "
 		for step, want := range map[string]string{"before": msg + "1", "after": msg + "3 (page cache, slab)", "undone": msg + "2"} {
@@ -38,9 +49,20 @@ func TestCold(t *testing.T) {
 				t.Errorf("%s: the log says %q, want it to end with %q", step, line, want)
 			}
 		}
+
+		// A task inside the old cold part makes apply busy, one inside
+		// the new cold part (in the update's module, inside the
+		// replacement's NewSize) undo.
+		cold := demo.ColdBusyFunc + ".cold+"
+		checkSteps(t, steps, []stepWant{
+			{"busy-apply", 6, []string{"holding", "apply: task", "(uffdhold) is inside " + cold}},
+			{"busy-applied", 0, []string{"applied " + demo.ColdBusy.ID}},
+			{"busy-undo", 6, []string{"holding", "undo: task", "(uffdhold) is inside " + cold, "[" + pack.ModuleName(demo.ColdBusy.ID) + "]"}},
+			{"busy-undone", 0, []string{"undone " + demo.ColdBusy.ID}},
+		})
 	})
 
-	t.Run("arp-ioctl-"+demo.Kernel53.Release, func(t *testing.T) {
+	t.Run(demo.Kernel53.Release, func(t *testing.T) {
 		s, bin := newSetupFor(t, demo.Kernel53)
 		packPath, m := buildPack(t, s, demo.ColdArp, "arp.tar.xz", demo.ColdArpFunc)
 		checkColdPack(t, m, demo.ColdArpFunc)

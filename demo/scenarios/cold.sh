@@ -4,7 +4,8 @@
 # arp.tar.xz is a real 6.1.190 fix of arp_ioctl, which has arp_ioctl.cold
 # (6.1.0-53). Before, applied, undone: the behaviour shows which code runs;
 # the module gets the old cold part's address for its stack check; the
-# kernel text is the same at the end.
+# kernel text is the same at the end. With busy.tar.xz (6.1.0-56), a task
+# inside a cold part makes apply and undo busy.
 step() { printf '\n@@step %s\n' "$1"; }
 if [ -e /packs/cold.tar.xz ]; then
 	pack=/packs/cold.tar.xz id=cold-drop-caches fn=drop_caches_sysctl_handler
@@ -42,6 +43,34 @@ livesplice undo $id
 echo "@@rc $?"
 step undone
 exercise 2
+if [ -e /packs/busy.tar.xz ]; then
+	# A task waits inside __io_uring_register.cold (uffdhold): neither
+	# the old cold part (apply) nor the new one (undo) may be replaced
+	# under it.
+	hold() {
+		rm -f /tmp/release
+		uffdhold > /tmp/hold 2>&1 &
+		for i in $(seq 100); do grep -q holding /tmp/hold && break; sleep 0.1; done
+		cat /tmp/hold
+	}
+	letgo() { touch /tmp/release; wait; cat /tmp/hold; }
+	step busy-apply
+	hold
+	livesplice apply --retries 1 --retry-ms 50 /packs/busy.tar.xz
+	echo "@@rc $?"
+	letgo
+	step busy-applied
+	livesplice apply /packs/busy.tar.xz
+	echo "@@rc $?"
+	step busy-undo
+	hold
+	livesplice undo --retries 1 --retry-ms 50 cold-busy
+	echo "@@rc $?"
+	letgo
+	step busy-undone
+	livesplice undo cold-busy
+	echo "@@rc $?"
+fi
 step text-after
 livesplice debug text _stext:_etext --sha256
 step modules
