@@ -156,6 +156,28 @@ func TestColdParts(t *testing.T) {
 	}
 	checkColdEntries(t, obj, opts.EntrySizes)
 
+	// A changed cold part whose function is in neither build is refused:
+	// nothing would carry it.
+	t.Run("orphan", func(t *testing.T) {
+		rename := func(f *elfobj.File) *elfobj.File {
+			f = f.Clone()
+			for _, s := range f.Symbols {
+				if s != nil && s.Name == "lscold_report" {
+					s.Name = "lscold_report_hot"
+				}
+			}
+			return f
+		}
+		cs, err := Diff(rename(pre), rename(post))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "cold part lscold_report.cold changed, and its function lscold_report is in neither build"
+		if len(cs.Refused) != 1 || cs.Refused[0].Symbol != "lscold_report.cold" || !strings.Contains(cs.Refused[0].Reason, want) {
+			t.Errorf("Refused = %+v, want %s", cs.Refused, want)
+		}
+	})
+
 	// The cold part of a renumbered clone is correlated with its pre self
 	// like the clone: the pack names both by their running names.
 	t.Run("renumbered-clone", func(t *testing.T) {
