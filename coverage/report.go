@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -239,7 +240,7 @@ func (p *printer) details(recs []*Record) {
 // cost writes what the run cost per patch.
 func (p *printer) cost(recs []*Record) {
 	p.f("## Cost per patch\n\n")
-	var pre, build, buildOK, guestAll []float64
+	var pre, build, buildOK, guestAll, loads []float64
 	preTotal := 0.0
 	boots := map[string]*Record{}
 	steps := map[string][]float64{}
@@ -249,6 +250,9 @@ func (p *printer) cost(recs []*Record) {
 		pre = append(pre, r.Build.PreSeconds)
 		preTotal += r.Build.PreSeconds
 		build = append(build, r.Build.Seconds)
+		if r.Build.Load > 0 {
+			loads = append(loads, r.Build.Load)
+		}
 		if r.Build.Category == Built {
 			buildOK = append(buildOK, r.Build.Seconds)
 		}
@@ -284,6 +288,10 @@ func (p *printer) cost(recs []*Record) {
 	p.f("- Pre objects: the builder compiles one patch's objects per call and has no batch API, so the run compiles the pre objects of each batch of patches itself, in one `make -k -j2` in the pristine tree; `builder.Build`'s own pre build then finds them up to date. %.0f s for %d patches, %s s per patch (median).\n", preTotal, len(pre), median(pre))
 	p.f("- `builder.Build` per patch (pre up to date, post compiled, diff, update module, pack): median %s s, 90th percentile %s s, %.0f s in all; of the %d packs built: median %s s.\n",
 		median(build), percentile(build, 0.9), total(build), len(buildOK), median(buildOK))
+	if len(loads) > 0 {
+		p.f("- The host's 1-minute load average as builds ended: median %s, 90th percentile %s, on %d cores (other work shared the host: the times above grow with it).\n",
+			median(loads), percentile(loads, 0.9), runtime.NumCPU())
+	}
 	if len(boots) > 0 {
 		var bootSecs []float64
 		packs := 0

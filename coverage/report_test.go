@@ -25,7 +25,7 @@ func shippedRun() *GuestRun {
 func testRecords() map[string]*Record {
 	rec := func(patch, loc, data string, c Category, reason string, g *GuestRun, refusals ...Refusal) *Record {
 		return &Record{Patch: patch, Location: loc, DataChange: data, Version: "v1", When: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
-			Build: Build{BuildOutcome: BuildOutcome{Category: c, Reason: reason, Refusals: refusals}, Seconds: 10, PreSeconds: 1, PreBatch: 8}, Guest: g}
+			Build: Build{BuildOutcome: BuildOutcome{Category: c, Reason: reason, Refusals: refusals}, Seconds: 10, PreSeconds: 1, PreBatch: 8, Load: 2.5}, Guest: g}
 	}
 	broken := shippedRun()
 	broken.Steps[2].Output, broken.Steps[2].RC = "exercise failed: tcp", 1
@@ -96,6 +96,7 @@ func TestWriteReport(t *testing.T) {
 		"- `b.patch` (vmlinux): nothing to do at run time, and the tool says so: only __init code changes",
 		"| a changed function has a .cold part | 2 | cold text |",
 		"Guest: 1 boots for 2 packs",
+		"load average as builds ended: median 2.5, 90th percentile 2.5",
 		"Apply stop time (all CPUs held): median 0.9 ms",
 		"of 2 packs applied, ftrace could trace the replaced functions of 2, and the exercise called them in 2",
 		"## Other errors, in full (each wants a typed error or a rule)\n\n- `i.patch`:\n\n      make -j2 OBJ in TREE: exit status 2\n      security/x.c:1: error: boom\n",

@@ -36,6 +36,9 @@ type Build struct {
 	PreSeconds float64 `json:"pre_seconds"`
 	// PreBatch is how many pre objects were compiled in that one make.
 	PreBatch int `json:"pre_batch,omitempty"`
+	// Load is the host's 1-minute load average when the build ended:
+	// the times are only comparable at similar loads.
+	Load float64 `json:"load,omitempty"`
 	// ID and Pack (a file name in the packs folder) of a built pack, and
 	// the functions it replaces.
 	ID        string   `json:"id,omitempty"`

@@ -398,6 +398,7 @@ func (r *Runner) build(ctx context.Context, e *corpus.Entry) (*Record, error) {
 		WorkDir:     work,
 	})
 	rec.Build.Seconds = time.Since(start).Seconds()
+	rec.Build.Load = loadAverage()
 	rec.When = time.Now().UTC()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -411,6 +412,17 @@ func (r *Runner) build(ctx context.Context, e *corpus.Entry) (*Record, error) {
 		}
 	}
 	return rec, nil
+}
+
+// loadAverage is the host's 1-minute load average, 0 if unknown.
+func loadAverage() float64 {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscan(string(data), &l)
+	return l
 }
 
 // errStalled cancels a guest that printed nothing for too long.
