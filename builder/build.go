@@ -119,11 +119,11 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 		}
 		defer os.RemoveAll(work)
 	}
-	objects := make([]string, len(sources))
-	for i, src := range sources {
-		objects[i] = strings.TrimSuffix(src, ".c") + ".o"
+	objects, foreign, err := o.Tree.patchObjects(ctx, o.Patch, sources)
+	if err != nil {
+		return nil, err
 	}
-	kernelObjects, err := o.compile(ctx, objects, work)
+	kernelObjects, err := o.compile(ctx, objects, foreign, work)
 	if err != nil {
 		return nil, err
 	}
@@ -212,10 +212,12 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 
 // compile builds objects from the pristine tree into work/pre and from the
 // patched tree into work/post, and returns the kernel object each is
-// built into (objectOf).
-func (o Options) compile(ctx context.Context, objects []string, work string) (map[string]string, error) {
+// built into (objectOf). Foreign objects (linked into neither vmlinux nor
+// a module) are built too, and refused if the patch changes them.
+func (o Options) compile(ctx context.Context, objects, foreign []string, work string) (map[string]string, error) {
 	kernelObjects := map[string]string{}
-	err := o.Tree.BuildWithPatch(ctx, o.Patch, false, objects, filepath.Join(work, "pre"), filepath.Join(work, "post"),
+	pre, post := filepath.Join(work, "pre"), filepath.Join(work, "post")
+	err := o.Tree.BuildWithPatch(ctx, o.Patch, false, append(slices.Clip(objects), foreign...), pre, post,
 		func() error {
 			for _, obj := range objects {
 				ko, err := objectOf(o.Tree.Dir, obj)
@@ -226,7 +228,10 @@ func (o Options) compile(ctx context.Context, objects []string, work string) (ma
 			}
 			return nil
 		})
-	return kernelObjects, err
+	if err != nil {
+		return nil, err
+	}
+	return kernelObjects, foreignChanged(o.Patch, foreign, pre, post)
 }
 
 var (

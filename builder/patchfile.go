@@ -9,8 +9,8 @@ import (
 )
 
 // PatchedFiles returns the source files a unified diff (-p1) changes, in
-// order. It refuses what this builder cannot turn into an update yet:
-// header changes, new or deleted files, and anything but C sources.
+// order: C sources (.c) and headers (.h). It refuses what this builder
+// cannot turn into an update yet: new or deleted files, and anything else.
 func PatchedFiles(name string, diff []byte) ([]string, error) {
 	var files []string
 	seen := make(map[string]bool)
@@ -32,11 +32,9 @@ func PatchedFiles(name string, diff []byte) ([]string, error) {
 				return nil, fmt.Errorf("patch %s line %d: %w", name, line, err)
 			}
 			switch path.Ext(file) {
-			case ".c":
-			case ".h":
-				return nil, fmt.Errorf("patch %s changes header %s: header changes are not supported yet (every object that includes it would need rebuilding)", name, file)
+			case ".c", ".h":
 			default:
-				return nil, fmt.Errorf("patch %s changes %s: only C sources (.c) can be turned into an update", name, file)
+				return nil, fmt.Errorf("patch %s changes %s: only C sources (.c) and headers (.h) can be turned into an update", name, file)
 			}
 			if !seen[file] {
 				seen[file] = true
@@ -52,6 +50,18 @@ func PatchedFiles(name string, diff []byte) ([]string, error) {
 		return nil, fmt.Errorf("patch %s changes no file: is it a unified diff?", name)
 	}
 	return files, nil
+}
+
+// splitHeaders separates the headers among files from the C sources.
+func splitHeaders(files []string) (sources, headers []string) {
+	for _, f := range files {
+		if path.Ext(f) == ".h" {
+			headers = append(headers, f)
+		} else {
+			sources = append(sources, f)
+		}
+	}
+	return sources, headers
 }
 
 // diffPath takes the path from a ---/+++ line, dropping a trailing timestamp.

@@ -15,6 +15,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -145,13 +148,22 @@ func (t *Tree) readStamp() (stamp, error) {
 	return s, err
 }
 
+// makeVars are the variables every make call in the tree must share.
+func (t *Tree) makeVars() []string {
+	return []string{"CC=" + t.CC, "KERNELRELEASE=" + t.Release, "KCFLAGS=" + KCFLAGS}
+}
+
 // Make runs make in the tree with the variables every call must share.
 func (t *Tree) Make(ctx context.Context, args ...string) error {
-	all := append([]string{"CC=" + t.CC, "KERNELRELEASE=" + t.Release, "KCFLAGS=" + KCFLAGS}, args...)
-	if err := t.run(ctx, t.Dir, "make", all...); err != nil {
-		return fmt.Errorf("make %s in %s: %w", strings.Join(args, " "), t.Dir, err)
+	if out, err := t.makeOutput(ctx, args...); err != nil {
+		return fmt.Errorf("make %s in %s: %w\n%s", strings.Join(args, " "), t.Dir, err, tail.Lines(out, 15))
 	}
 	return nil
+}
+
+// makeOutput runs make like Make and returns its whole output.
+func (t *Tree) makeOutput(ctx context.Context, args ...string) (string, error) {
+	return t.output(ctx, t.Dir, "make", append(t.makeVars(), args...)...)
 }
 
 // Lock takes an exclusive lock on the tree: a build patches the sources in
@@ -261,7 +273,7 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 	if err := t.patch(ctx, diff, reverse, "--dry-run"); err != nil {
 		return fmt.Errorf("the patch does not apply to this tree: %w", err)
 	}
-	if err := t.makeAndCopy(ctx, objects, pristineDir); err != nil {
+	if err := t.makeAndCopy(ctx, diff, true, objects, pristineDir); err != nil {
 		return err
 	}
 	if check != nil {
@@ -277,7 +289,7 @@ func (t *Tree) BuildWithPatch(ctx context.Context, diff string, reverse bool, ob
 		buildErr = t.keepLineNumbers(ctx, files)
 	}
 	if buildErr == nil {
-		buildErr = t.makeAndCopy(ctx, objects, patchedDir)
+		buildErr = t.makeAndCopy(ctx, diff, false, objects, patchedDir)
 	}
 	if err := t.restore(); err != nil {
 		return err
@@ -318,10 +330,16 @@ func (t *Tree) keepLineNumbers(ctx context.Context, files []string) error {
 	return nil
 }
 
-// makeAndCopy builds objects and copies them to the same paths under dest.
-func (t *Tree) makeAndCopy(ctx context.Context, objects []string, dest string) error {
-	if err := t.Make(ctx, append([]string{"-j2"}, objects...)...); err != nil {
-		return err
+// makeAndCopy builds objects, as many at a time as there are CPUs, and
+// copies them to the same paths under dest. A compile that fails is a
+// *CompileError of patch, on the pristine tree or the patched one.
+func (t *Tree) makeAndCopy(ctx context.Context, patch string, pristine bool, objects []string, dest string) error {
+	args := append([]string{"-j" + strconv.Itoa(runtime.NumCPU())}, objects...)
+	if out, err := t.makeOutput(ctx, args...); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("make in %s: %w", t.Dir, ctx.Err())
+		}
+		return compileError(patch, pristine, t.Dir, out)
 	}
 	for _, obj := range objects {
 		data, err := os.ReadFile(filepath.Join(t.Dir, obj))
@@ -374,6 +392,15 @@ func (t *Tree) CheckCompiler(ctx context.Context) (string, error) {
 }
 
 func (t *Tree) run(ctx context.Context, dir, name string, args ...string) error {
+	if out, err := t.output(ctx, dir, name, args...); err != nil {
+		return fmt.Errorf("%w\n%s", err, tail.Lines(out, 15))
+	}
+	return nil
+}
+
+// output runs a command in dir and returns what it printed (stdout and
+// stderr, also copied to t.Stderr).
+func (t *Tree) output(ctx context.Context, dir, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	var out bytes.Buffer
@@ -382,8 +409,95 @@ func (t *Tree) run(ctx context.Context, dir, name string, args ...string) error 
 		w = io.MultiWriter(&out, t.Stderr)
 	}
 	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%w\n%s", err, tail.Lines(out.String(), 15))
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// CompileError says an object did not compile. On the patched tree it is
+// the patch's fault; on the pristine tree (Pristine) it is not: the tree
+// or the toolchain is broken, and the patch was never tried.
+type CompileError struct {
+	Patch string
+	// Object is the object make failed on, "" when its output does not say.
+	Object string
+	// FirstError is the compiler's first error, as it printed it
+	// (file:line:col: error: message).
+	FirstError string
+	// Log is the compiler's output from the first error on, at most
+	// compileLogLines lines.
+	Log      string
+	Pristine bool
+}
+
+// compileLogLines bounds CompileError.Log.
+const compileLogLines = 40
+
+func (e *CompileError) Error() string {
+	obj := e.Object
+	if obj == "" {
+		obj = "an object"
 	}
-	return nil
+	head := fmt.Sprintf("patch %s does not compile: %s: %s", e.Patch, obj, e.FirstError)
+	if e.Pristine {
+		head = fmt.Sprintf("the pristine tree does not build %s, before patch %s is applied (a setup problem, not the patch's: prepare the tree again, check the compiler): %s",
+			obj, e.Patch, e.FirstError)
+	}
+	lines := strings.SplitN(e.Log, "\n", compileErrorLines+1)
+	return head + "\n" + strings.Join(lines[:min(len(lines), compileErrorLines)], "\n")
+}
+
+// compileErrorLines is how much of the log CompileError's message shows:
+// the first error with the include chain before it and the source line
+// after it.
+const compileErrorLines = 8
+
+var (
+	// compilerError is a diagnostic of gcc that stops the build.
+	compilerError = regexp.MustCompile(`^\S+?:\d+(:\d+)?: (fatal )?error: `)
+	// includedFrom starts the block in front of a diagnostic: the include
+	// chain, the function it is in.
+	includedFrom = regexp.MustCompile(`^(In file included from |\s+from |\S+: (In function|In member function|At top level))`)
+	// makeFailed is make's line naming the target that failed.
+	makeFailed = regexp.MustCompile(`\*\*\* \[(?:[^\]]*?:\d+: )?([^\]]+\.o)\] Error`)
+)
+
+// compileError reads the output of a failed make of patch's objects. The
+// first error is the compiler's first `error:` line (else the first line
+// that says error, else make's last line); Log starts at the block that
+// leads to it ("In file included from ...").
+func compileError(patch string, pristine bool, dir, out string) *CompileError {
+	e := &CompileError{Patch: patch, Pristine: pristine}
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	first := -1
+	for i, l := range lines {
+		if compilerError.MatchString(l) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		for i, l := range lines {
+			if strings.Contains(strings.ToLower(l), "error") {
+				first = i
+				break
+			}
+		}
+	}
+	if first < 0 {
+		first = len(lines) - 1
+	}
+	e.FirstError = strings.TrimSpace(strings.TrimPrefix(lines[first], dir+"/"))
+	start := first
+	for start > 0 && includedFrom.MatchString(lines[start-1]) {
+		start--
+	}
+	end := min(len(lines), start+compileLogLines)
+	e.Log = strings.Join(lines[start:end], "\n")
+	for _, l := range lines {
+		if m := makeFailed.FindStringSubmatch(l); m != nil {
+			e.Object = m[1]
+			break
+		}
+	}
+	return e
 }

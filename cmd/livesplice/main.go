@@ -5,7 +5,9 @@
 // kernel, 5 missing or ambiguous symbol, 6 busy (a task is in the code),
 // 7 code mismatch, 8 wrong state, 9 the kernel refused the module,
 // 10 the patch cannot be turned into an update, 11 the patch has nothing
-// to do at run time (no code change, or only __init/__exit code).
+// to do at run time (no code change, or only __init/__exit code), 12 the
+// patch does not compile against the tree (the compiler's first error is
+// named; the pristine tree failing to build is 1).
 package main
 
 import (
@@ -33,6 +35,7 @@ const (
 	exitLoad     = 9
 	exitRefused  = 10
 	exitNothing  = 11
+	exitCompile  = 12
 )
 
 func main() {
@@ -56,6 +59,7 @@ func exitCode(err error) int {
 	var fe *pack.FormatError
 	var re *builder.RefusedError
 	var ne *builder.NothingToDoError
+	var ce *builder.CompileError
 	var ue usageError
 	switch {
 	case errors.As(err, &le):
@@ -70,6 +74,8 @@ func exitCode(err error) int {
 		return exitRefused
 	case errors.As(err, &ne):
 		return exitNothing
+	case errors.As(err, &ce) && !ce.Pristine:
+		return exitCompile
 	case errors.As(err, &ue):
 		return exitUsage
 	}
