@@ -75,7 +75,7 @@ vet:
 # (stop time, ratio to an empty stop_machine) are printed.
 test: kernel-inputs vet
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e$$)
-	$(GO) test -count=1 -timeout 45m -v ./e2e/
+	$(GO) test -count=1 -timeout 60m -v ./e2e/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
