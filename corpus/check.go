@@ -241,6 +241,9 @@ func Check(e *Entry, cs *differ.Changeset, pre, post *elfobj.File, inl Inlining)
 	for _, f := range cs.Added {
 		add(f.Name, fmt.Sprintf("added %d bytes", f.PostSize))
 	}
+	for _, f := range cs.NextBoot {
+		add(f.Name, fmt.Sprintf("next boot only (%s)", f.Section))
+	}
 	for _, r := range cs.Refused {
 		how := fmt.Sprintf("refused in %s: %s", r.Section, r.Reason)
 		if isFunc(r.Symbol) {
