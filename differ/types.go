@@ -263,6 +263,16 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 			if name != "" && e.Val(dwarf.AttrDeclaration) == nil {
 				sigs = append(sigs, sigEntry{name, ext, t})
 			}
+			if e.Children {
+				// Its parameters, then nothing more: the body's entries
+				// (blocks, variables, inlined calls: most of a kernel
+				// object's DWARF) describe no layout or signature that
+				// code outside it can see.
+				if err := skipBody(r, e, t); err != nil {
+					return nil, fmt.Errorf("%s: reading DWARF: %w", f.Name, err)
+				}
+				continue
+			}
 		case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagTypedef, dwarf.TagEnumerationType, dwarf.TagClassType,
 			dwarf.TagBaseType, dwarf.TagPointerType, dwarf.TagConstType, dwarf.TagVolatileType, dwarf.TagRestrictType,
 			dwarf.TagArrayType, dwarf.TagSubroutineType, dwarf.TagUnspecifiedType:
@@ -295,6 +305,35 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: fmt.Sprintf("%s (%s)", n.typeOf(s.die), strings.Join(params, ", ")), external: s.external})
 	}
 	return ti, nil
+}
+
+// skipBody reads the parameters of subprogram e into t and leaves r
+// after e's children, jumping there through DW_AT_sibling when e has it.
+func skipBody(r *dwarf.Reader, e *dwarf.Entry, t *typeDIE) error {
+	sibling, hasSibling := e.Val(dwarf.AttrSibling).(dwarf.Offset)
+	for {
+		c, err := r.Next()
+		if err != nil {
+			return err
+		}
+		if c == nil || c.Tag == 0 {
+			return nil
+		}
+		if c.Tag == dwarf.TagFormalParameter || c.Tag == dwarf.TagUnspecifiedParameters {
+			t.kids = append(t.kids, newTypeDIE(c))
+			if c.Children {
+				r.SkipChildren()
+			}
+			continue
+		}
+		if hasSibling {
+			r.Seek(sibling)
+			return nil
+		}
+		if c.Children {
+			r.SkipChildren()
+		}
+	}
 }
 
 // typeDIE is what naming a type needs of one DWARF entry.
