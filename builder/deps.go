@@ -840,14 +840,15 @@ func (t *Tree) dryRunObjects(ctx context.Context) (*dryRun, error) {
 	}
 	dr, perr := parseDryRun(out, t.CC)
 	io.Copy(io.Discard, out)
-	// make -n -k still fails at the link (vmlinux.a is never made): the
-	// commands it printed are what counts.
 	werr := cmd.Wait()
 	if perr != nil {
 		return nil, fmt.Errorf("reading make -n in %s: %w", t.Dir, perr)
 	}
 	if len(dr.compiles) == 0 {
 		return nil, fmt.Errorf("make -n in %s printed no compile command of %s: %v\n%s", t.Dir, t.CC, werr, tail.Lines(stderr.String(), 15))
+	}
+	if bad := dryRunErrors(stderr.String()); len(bad) > 0 {
+		return nil, fmt.Errorf("make -n in %s failed, so the objects it lists may be incomplete:\n%s", t.Dir, strings.Join(bad, "\n"))
 	}
 	seen := make(map[string]bool, len(dr.compiles)) // clean paths
 	for _, c := range dr.compiles {
@@ -927,6 +928,21 @@ func (t *Tree) generateSources(ctx context.Context, dr *dryRun) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// dryRunErrors returns the errors make -n reported, but the one it always
+// reports: a dry run never makes vmlinux.a, so it cannot go on to link
+// vmlinux.o (Kbuild's vmlinux_o target). Everything else was listed.
+func dryRunErrors(stderr string) []string {
+	var bad []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if !strings.Contains(l, "***") || strings.Contains(l, "No rule to make target 'vmlinux.a', needed by 'vmlinux.o'") ||
+			strings.Contains(l, ": vmlinux_o] Error") {
+			continue
+		}
+		bad = append(bad, l)
+	}
+	return bad
 }
 
 // stampKey identifies the tree's preparation for the index cache.

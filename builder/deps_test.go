@@ -108,6 +108,17 @@ func buildIndexFor(t *testing.T, dr *dryRun) *DepIndex {
 	return ix
 }
 
+func TestDryRunErrors(t *testing.T) {
+	expected := "make[1]: Entering directory '/t'\nmake[1]: *** No rule to make target 'vmlinux.a', needed by 'vmlinux.o'.\nmake: *** [Makefile:1262: vmlinux_o] Error 2\n"
+	if bad := dryRunErrors(expected); len(bad) != 0 {
+		t.Errorf("the dry run's usual errors are taken as failures: %q", bad)
+	}
+	other := expected + "make[3]: *** No rule to make target 'drivers/x/gen.h', needed by 'drivers/x/a.o'.  Stop.\n"
+	if bad := dryRunErrors(other); len(bad) != 1 || !strings.Contains(bad[0], "drivers/x/gen.h") {
+		t.Errorf("dryRunErrors(...) = %q, want the one about drivers/x/gen.h", bad)
+	}
+}
+
 func TestScanDirectives(t *testing.T) {
 	src := `#include <linux/a.h>
   #  include "b.h" /* comment */
