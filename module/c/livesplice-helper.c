@@ -114,7 +114,7 @@ static struct {
 	struct ls_range *parts;
 	struct ls_obj *objs;
 	unsigned long *resolved;	/* per symbol: its address, when known */
-	bool *got;			/* per fix-up: holds a __symbol_get */
+	struct module **held;		/* per fix-up: the exporter it holds */
 	bool notifier;			/* ls_nb is registered */
 	enum ls_state state;
 	char error[LS_ERROR_LEN];
@@ -529,9 +529,9 @@ static void ls_release(unsigned int o)
 
 	for (i = 0; i < __livesplice_nr_relocs; i++) {
 		r = &__livesplice_relocs[i];
-		if (r->owner == o && ls.got[i]) {
-			__symbol_put(r->target);
-			ls.got[i] = false;
+		if (r->owner == o && ls.held[i]) {
+			module_put(ls.held[i]);
+			ls.held[i] = NULL;
 		}
 	}
 	for (i = 0; i < __livesplice_nr_funcs; i++)
@@ -543,10 +543,35 @@ static void ls_release(unsigned int o)
 }
 
 /*
+ * The export name of module object t, at position pos among its symbols
+ * of that name, with a reference on t that *held keeps while the fix-up
+ * needs it. Not __symbol_get: it refuses exports that are not GPL-only
+ * (bt_info, snd_card_new), which a module's code calls all the same.
+ */
+static unsigned long ls_export(unsigned int t, const char *name,
+			       unsigned long pos, struct module **held)
+{
+	struct module *mod;
+	unsigned long addr = 0, size;
+
+	preempt_disable();
+	mod = ls.find_module(__livesplice_objects[t].name);
+	if (mod && try_module_get(mod)) {
+		addr = ls_module_symbol(mod, name, pos, &size);
+		if (addr)
+			*held = mod;
+		else
+			module_put(mod);
+	}
+	preempt_enable();
+	return addr;
+}
+
+/*
  * Module object o is there: find its functions and the symbols its
- * fix-ups need (its own, by name and position; other modules' exports
- * with __symbol_get, which holds those modules while o is patched), and
- * fix up the replacement code.
+ * fix-ups need (its own and other modules' exports, by name and
+ * position; a reference on each exporter while o is patched), and fix up
+ * the replacement code.
  */
 static int ls_prepare(unsigned int o)
 {
@@ -567,8 +592,9 @@ static int ls_prepare(unsigned int o)
 						__livesplice_addrs[r->target_index],
 						&size);
 		} else {
-			addr = (unsigned long)__symbol_get(r->target);
-			ls.got[i] = addr != 0;
+			addr = ls_export(t, r->target,
+					 __livesplice_addrs[r->target_index],
+					 &ls.held[i]);
 		}
 		if (!addr) {
 			snprintf(ls.error, sizeof(ls.error),
@@ -1066,7 +1092,7 @@ static void ls_free(void)
 	kfree(ls.parts);
 	kfree(ls.objs);
 	kfree(ls.resolved);
-	kfree(ls.got);
+	kfree(ls.held);
 }
 
 static int __init ls_init(void)
@@ -1089,9 +1115,9 @@ static int __init ls_init(void)
 			  GFP_KERNEL);
 	ls.resolved = kcalloc(__livesplice_nr_symbols, sizeof(*ls.resolved),
 			      GFP_KERNEL);
-	ls.got = kcalloc(__livesplice_nr_relocs, sizeof(*ls.got), GFP_KERNEL);
+	ls.held = kcalloc(__livesplice_nr_relocs, sizeof(*ls.held), GFP_KERNEL);
 	if (!sizes || !ls.sites || !ls.parts || !ls.objs || !ls.resolved ||
-	    !ls.got) {
+	    !ls.held) {
 		ret = -ENOMEM;
 		goto fail;
 	}
