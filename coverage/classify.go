@@ -23,6 +23,7 @@ const (
 	Shipped       Category = "shipped"
 	NothingToDo   Category = "nothing-to-do"
 	NotAlone      Category = "not-alone"
+	PreBroken     Category = "pre-does-not-build"
 	DataChanged   Category = "data"
 	Layout        Category = "layout"
 	Signature     Category = "signature"
@@ -59,6 +60,7 @@ var categories = []struct {
 	{Shipped, "built, checked, applied, the guest kept working, undone"},
 	{NothingToDo, "nothing to do at run time, and the tool says so"},
 	{NotAlone, "does not compile alone against the pre tree (needs a change the same delta makes elsewhere, e.g. a header)"},
+	{PreBroken, "the builder cannot compile the object from the pristine tree (not a target of its own, or new in the delta)"},
 	{DataChanged, "changed initialised data"},
 	{Layout, "struct layout changed"},
 	{Signature, "a function's signature changed and callers that are not replaced would pass the old arguments"},
@@ -174,6 +176,7 @@ type typedRule func(err error, n Names) (BuildOutcome, bool)
 var typedRules = []typedRule{
 	refusedRule,
 	nothingRule,
+	compileRule,
 	sentinel(module.ErrBuild, UpdateModule),
 	sentinel(context.DeadlineExceeded, BuildTimeout),
 }
@@ -211,6 +214,25 @@ func nothingRule(err error, n Names) (BuildOutcome, bool) {
 		reason += " " + n.normalise(strings.Join(nd.NextBoot, "; "))
 	}
 	return BuildOutcome{Category: NothingToDo, Reason: reason}, true
+}
+
+// compileRule classifies a *builder.CompileError: the patched object does
+// not compile alone (the same delta changed something it needs), or,
+// before the patch, the pristine tree does not build it.
+func compileRule(err error, n Names) (BuildOutcome, bool) {
+	var ce *builder.CompileError
+	if !errors.As(err, &ce) {
+		return BuildOutcome{}, false
+	}
+	c := NotAlone
+	if ce.Pristine {
+		c = PreBroken
+	}
+	obj := ce.Object
+	if obj == "" {
+		obj = "an object"
+	}
+	return BuildOutcome{Category: c, Reason: n.normalise(obj + ": " + ce.FirstError)}, true
 }
 
 // sentinel classifies errors that wrap target as c.
