@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -113,7 +114,7 @@ func TestCoverageSample(t *testing.T) {
 			t.Errorf("%s: the pack built but did not apply and undo with the guest alive: %s: %s", p, o.Category, o.Reason)
 		}
 		if rec.Guest == nil || rec.Guest.Step("exercise") == nil || rec.Guest.Step("undo") == nil {
-			t.Errorf("%s: guest steps %+v lack the exercise or the undo", p, rec.Guest)
+			t.Errorf("%s: the guest run lacks the exercise or the undo: %s", p, stepList(rec.Guest))
 		}
 	}
 	if inGuest == 0 {
@@ -158,6 +159,18 @@ func TestCoverageSample(t *testing.T) {
 	if len(again) != len(recs) || string(after) != string(before) {
 		t.Errorf("a second run redid work: %d results, results file %d -> %d bytes", len(again), len(before), len(after))
 	}
+}
+
+// stepList names a guest run's steps and their exit codes.
+func stepList(g *coverage.GuestRun) string {
+	if g == nil {
+		return "no guest run"
+	}
+	var parts []string
+	for _, s := range g.Steps {
+		parts = append(parts, fmt.Sprintf("%s %d", s.Name, s.RC))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // logWriter sends the harness's progress lines to the test log.
