@@ -69,7 +69,7 @@ var categories = []struct {
 	{NoCode, "no function's code changes, reported as a failure"},
 	{InitCode, "only __init/__exit code changes, reported as a failure"},
 	{StaticKey, "a static key (jump label) that is not exported: tracepoints, dynamic debug"},
-	{Unexported, "the replacement needs an unexported symbol where the module loader must resolve it"},
+	{Unexported, "a reference the update module cannot resolve (an unexported symbol the module loader must resolve, anonymous data, a new static)"},
 	{TextSection, "code changed in a section without function symbols (.cpuidle.text, .noinstr.text, ...)"},
 	{PatchSite, "the function's first bytes cannot take the jump (too short, branch or relocation in the patch site)"},
 	{Duplicate, "a function is defined several times in the object"},
