@@ -46,6 +46,7 @@ int report(int x) { printk("report %d\n", x); return x; }
 int other(int x) { return x - 7; }
 __attribute__((section(".init.text"))) int setup(int x) { return x + 11; }
 __attribute__((section(".exit.text"))) void teardown(void) { shared_counter = 0; }
+static const char lsauthor[] __attribute__((section(".modinfo"), used, aligned(1))) = "author=A. Author";
 __attribute__((section(".sched.text"), noinline)) int sched_a(int x) { return x * 5 + 1; }
 __attribute__((section(".sched.text"), noinline)) int sched_b(int x) { return sched_a(x) + 2; }
 `
@@ -81,6 +82,8 @@ func TestDiff(t *testing.T) {
 		// NOPs between them: the one that grows is replaced, the one that
 		// moves is not.
 		{name: "shared-section", post: strings.Replace(base, "x * 5 + 1", "x * 6 + 1", 1), changed: "sched_a"},
+		// MODULE_AUTHOR and friends: read at load, never by running code.
+		{name: "modinfo", post: strings.Replace(base, "author=A. Author", "author=B. Author", 1)},
 		{name: "init-only", post: strings.Replace(base, "x + 11", "x + 12", 1), nextBoot: "setup"},
 		{name: "exit-only", post: strings.Replace(base, "shared_counter = 0", "shared_counter = 1", 1), nextBoot: "teardown"},
 		{name: "init-and-body", post: strings.Replace(strings.Replace(base, "x + 11", "x + 12", 1), "x - 7", "x - 8", 1),

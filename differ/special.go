@@ -113,6 +113,9 @@ func ignoredSection(name string) bool {
 	if name == "__dyndbg" {
 		return true // per call site, copied with the functions that use them (newdata.go)
 	}
+	if name == ".modinfo" {
+		return true // a module's author, description, parameters' help: read at load, not by running code
+	}
 	for _, p := range []string{".debug", ".note", ".comment", ".rela", ".initcall", ".con_initcall",
 		".init.", ".exit.", "__initcall", ".BTF", ".gnu."} {
 		if strings.HasPrefix(name, p) {
