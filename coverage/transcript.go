@@ -129,13 +129,26 @@ func (p *PackRun) GuestRun() *GuestRun {
 		}
 	}
 	g.Problems = demo.KernelProblems(p.log + "\n" + p.OpenOutput)
-	if s := g.Step(stepApply); s != nil && s.RC == 0 {
-		if m := stopRE.FindStringSubmatch(s.Output); m != nil {
-			g.ApplyStopUS, _ = strconv.Atoi(m[1])
-		}
-	}
+	g.ApplyStopUS, _ = g.applyStop()
 	return g
 }
 
-// stopRE finds the stop time in apply's output ("stop 1234 us (...)").
-var stopRE = regexp.MustCompile(`stop (\d+) us`)
+// applyStop returns the stop time apply reported and its ratio to an
+// empty stop_machine of the same boot (0 if it gave none).
+func (g *GuestRun) applyStop() (us int, ratio float64) {
+	s := g.Step(stepApply)
+	if s == nil || s.RC != 0 {
+		return 0, 0
+	}
+	m := stopRE.FindStringSubmatch(s.Output)
+	if m == nil {
+		return 0, 0
+	}
+	us, _ = strconv.Atoi(m[1])
+	ratio, _ = strconv.ParseFloat(m[2], 64)
+	return us, ratio
+}
+
+// stopRE finds the stop time in apply's output ("stop 1234 us (2.00x
+// empty stop_machine 617 us)").
+var stopRE = regexp.MustCompile(`stop (\d+) us(?: \(([0-9.]+)x empty)?`)
