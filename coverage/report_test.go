@@ -16,7 +16,7 @@ import (
 func shippedRun() *GuestRun {
 	return &GuestRun{Boot: "b1", BootPacks: 2, BootSeconds: 30, ApplyStopUS: 900, Steps: []Step{
 		{Name: stepCheck, Seconds: 2}, {Name: stepApply, Seconds: 1, Output: "applied x: f; stop 900 us (1.50x empty stop_machine 600 us)"},
-		{Name: stepExercise, Seconds: 1, Output: ExerciseOK}, {Name: "reached", Output: "calls of the replaced functions: 2"},
+		{Name: stepExercise, Seconds: 1, Output: ExerciseOK}, {Name: "reached", Output: "calls of the replaced functions (1 of 1 traced): 2"},
 		{Name: stepUndo, Seconds: 0.5}, {Name: stepLog},
 	}}
 }
@@ -98,7 +98,7 @@ func TestWriteReport(t *testing.T) {
 		"Guest: 1 boots for 2 packs",
 		"load average as builds ended: median 2.5, 90th percentile 2.5",
 		"Apply stop time (all CPUs held): median 0.9 ms, 90th percentile 0.9 ms, over 2 applies; as a ratio to an empty stop_machine in the same boot: median 1.5x",
-		"of 2 packs applied, ftrace could trace the replaced functions of 2, and the exercise called them in 2",
+		"of 2 packs applied, ftrace could trace replaced functions of 2, and the exercise called them in 2",
 		"## Other errors, in full (each wants a typed error or a rule)\n\n- `i.patch`:\n\n      make -j2 OBJ in TREE: exit status 2\n      security/x.c:1: error: boom\n",
 		"| 3 | `c.patch` | vmlinux | no | not-alone | kernel/c.c:10: error: implicit declaration of function 'new_helper' | 11.0 | - |",
 	} {

@@ -519,6 +519,10 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 	if res == nil {
 		return 0, err
 	}
+	console := fmt.Sprintf("boot-%s-%d.log", time.Now().UTC().Format("20060102T150405"), r.boots)
+	if err := os.WriteFile(filepath.Join(r.setup.Work, console), []byte(res.Transcript), 0o644); err != nil {
+		return 0, err
+	}
 	t := ParseTranscript(res.ScenarioOutput())
 	if t.Boot != nil {
 		if bad := demo.KernelProblems(t.Boot.Output); len(bad) > 0 {
@@ -537,7 +541,7 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 			break
 		}
 		g := p.GuestRun()
-		g.Boot, g.BootSeconds = bootName, res.Duration.Seconds()
+		g.Boot, g.BootSeconds, g.Transcript = bootName, res.Duration.Seconds(), console
 		if g.Crashed != "" && err != nil && len(g.Steps) > 0 {
 			why := firstLine(err.Error())
 			if cause := context.Cause(bctx); errors.Is(cause, errStalled) {

@@ -41,23 +41,29 @@ unload() {
 	done
 }
 tr_dir=/sys/kernel/tracing
+# trace_on traces the functions named (comma-separated) that ftrace
+# knows; traced counts them. An empty filter means every function: then
+# nothing is traced.
 trace_on() {
+	traced=0
 	[ -w $tr_dir/set_ftrace_filter ] || return 0
 	echo nop >$tr_dir/current_tracer
 	: >$tr_dir/trace
 	: >$tr_dir/set_ftrace_filter
-	echo "$1" | tr , '\n' | while read -r f; do
+	for f in $(echo "$1" | tr , ' '); do
 		echo "$f" >>$tr_dir/set_ftrace_filter 2>/dev/null
 	done
-	grep -q . $tr_dir/set_ftrace_filter && echo function >$tr_dir/current_tracer
+	traced=$(grep -vc '^#' $tr_dir/set_ftrace_filter)
+	[ "$traced" -gt 0 ] && echo function >$tr_dir/current_tracer
 	return 0
 }
 trace_off() {
 	[ -w $tr_dir/set_ftrace_filter ] || return 0
+	n=$(echo "$1" | tr , ' ' | wc -w)
 	if [ "$(cat $tr_dir/current_tracer)" = function ]; then
-		echo "calls of the replaced functions: $(grep -vc '^#' $tr_dir/trace)"
+		echo "calls of the replaced functions ($traced of $n traced): $(grep -vc '^#' $tr_dir/trace)"
 	else
-		echo "calls of the replaced functions: not traceable"
+		echo "calls of the replaced functions ($traced of $n traced): -"
 	fi
 	echo nop >$tr_dir/current_tracer
 	: >$tr_dir/set_ftrace_filter
@@ -111,7 +117,7 @@ while read -r id pack funcs mods; do
 		run "$id" apply timeout 300 livesplice apply "/packs/$pack"; then
 		trace_on "$funcs"
 		run "$id" exercise exercise
-		run "$id" reached trace_off
+		run "$id" reached trace_off "$funcs"
 		run "$id" list livesplice list
 		run "$id" undo timeout 300 livesplice undo "$id"
 	fi
