@@ -465,13 +465,17 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 			if err != nil {
 				return 0, fmt.Errorf("%s: %w", rec.Patch, err)
 			}
-			for _, mod := range order {
-				gp := filepath.Join("/lib/modules", r.o.Kernel.Release, mod)
-				kos = append(kos, gp)
+			for _, l := range order {
+				gp := filepath.Join("/lib/modules", r.o.Kernel.Release, l.Path)
+				if l.Optional {
+					kos = append(kos, "?"+gp)
+				} else {
+					kos = append(kos, gp)
+				}
 				if !haveFile[gp] {
 					haveFile[gp] = true
-					mods = append(mods, mod)
-					extra = append(extra, guest.File{Path: gp, Mode: 0o644, Source: filepath.Join(r.deps.Dir, mod)})
+					mods = append(mods, l.Path)
+					extra = append(extra, guest.File{Path: gp, Mode: 0o644, Source: filepath.Join(r.deps.Dir, l.Path)})
 				}
 			}
 		}
