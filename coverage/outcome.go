@@ -82,11 +82,7 @@ const ExerciseOK = "exercise ok"
 // exit codes are its contract (README, cmd/livesplice).
 func (g *GuestRun) outcome() Outcome {
 	if g.Crashed != "" {
-		when := g.Crashed
-		if !strings.HasPrefix(when, "after ") && when != "between steps" {
-			when = "during " + when
-		}
-		return Outcome{GuestCrashed, fmt.Sprintf("%s: %s", when, lastLine(g.stepOutput(g.Crashed)))}
+		return Outcome{GuestCrashed, fmt.Sprintf("during %s: %s", g.Crashed, lastLine(g.stepOutput(g.Crashed)))}
 	}
 	if len(g.Problems) > 0 {
 		return Outcome{KernelProblem, g.Problems[0]}
