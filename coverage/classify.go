@@ -21,6 +21,7 @@ const (
 	// Built is not an outcome: the pack waits for the guest.
 	Built         Category = "built"
 	Shipped       Category = "shipped"
+	ShippedWaited Category = "shipped-waited"
 	NothingToDo   Category = "nothing-to-do"
 	NotAlone      Category = "not-alone"
 	PreBroken     Category = "pre-does-not-build"
@@ -58,6 +59,7 @@ var categories = []struct {
 }{
 	{Built, "built, waiting for the guest"},
 	{Shipped, "built, checked, applied, the guest kept working, undone"},
+	{ShippedWaited, "built, checked, applied and undone while the target module does not load in the guest (no such hardware): the update waited for it, and a load attempt with the update applied was patched at load and left the guest working"},
 	{NothingToDo, "nothing to do at run time, and the tool says so"},
 	{NotAlone, "does not compile alone against the pre tree (needs a change the same delta makes elsewhere, e.g. a header)"},
 	{PreBroken, "the builder cannot compile the object from the pristine tree (not a target of its own, or new in the delta)"},

@@ -61,13 +61,14 @@ func (r *Record) dataRefusal() bool {
 // IsShipped reports whether the patch counts in N.
 func (r *Record) IsShipped() bool {
 	c := r.Outcome().Category
-	return r.Counted() == InM && (c == Shipped || c == NothingToDo)
+	return r.Counted() == InM && (c == Shipped || c == ShippedWaited || c == NothingToDo)
 }
 
 // The guest's step names (see the scenario, coverage.sh).
 const (
 	stepModules  = "modules"
 	stepModLog   = "modules-log"
+	stepReload   = "reload"
 	stepCheck    = "check"
 	stepApply    = "apply"
 	stepExercise = "exercise"
@@ -82,13 +83,22 @@ const ExerciseOK = "exercise ok"
 // exit codes are its contract (README, cmd/livesplice).
 func (g *GuestRun) outcome() Outcome {
 	if g.Crashed != "" {
-		return Outcome{GuestCrashed, fmt.Sprintf("during %s: %s", g.Crashed, lastLine(g.stepOutput(g.Crashed)))}
+		when := g.Crashed
+		if !strings.HasPrefix(when, "after ") && when != "between steps" {
+			when = "during " + when
+		}
+		return Outcome{GuestCrashed, fmt.Sprintf("%s: %s", when, lastLine(g.stepOutput(g.Crashed)))}
 	}
 	if len(g.Problems) > 0 {
 		return Outcome{KernelProblem, g.Problems[0]}
 	}
+	waited := ""
 	if s := g.Step(stepModules); s != nil && s.RC != 0 {
-		return Outcome{ModuleLoad, lastLine(s.Output)}
+		// The update is applied anyway: it waits for its module.
+		waited = lastLine(s.Output)
+		if g.Step(stepCheck) == nil {
+			return Outcome{ModuleLoad, waited}
+		}
 	}
 	for _, r := range []struct {
 		step string
@@ -115,6 +125,12 @@ func (g *GuestRun) outcome() Outcome {
 			reason = fmt.Sprintf("exit %d (%s): %s", s.RC, ExitMeaning(s.RC), toolError(s.Output))
 		}
 		return Outcome{UndoFailed, reason}
+	}
+	if waited != "" {
+		if g.Step(stepReload) == nil {
+			return Outcome{GuestCrashed, "no reload step in the transcript"}
+		}
+		return Outcome{ShippedWaited, waited}
 	}
 	return Outcome{Shipped, ""}
 }

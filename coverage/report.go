@@ -23,6 +23,9 @@ type Counts struct {
 	NotCompiling, NotCodeOnly int
 	// M and N as the first line says.
 	M, N int
+	// Waited counts the patches of N whose module does not load in the
+	// guest: applied and undone while the update waited for it.
+	Waited int
 }
 
 // Count returns the report's figures for recs.
@@ -41,6 +44,9 @@ func Count(recs map[string]*Record) Counts {
 			c.M++
 			if r.IsShipped() {
 				c.N++
+				if r.Outcome().Category == ShippedWaited {
+					c.Waited++
+				}
 			}
 		}
 	}
@@ -136,7 +142,8 @@ func WriteReport(w io.Writer, sel Selection, recs map[string]*Record) error {
 	}
 	p.f(", less %d that do not compile alone against the pre tree, less %d refused for changed initialised data or struct layout that the manifest also marks `data_change=maybe` (listed apart below) = **%d**.\n", c.NotCompiling, c.NotCodeOnly, c.M)
 	p.f("- A patch refused before its post object was compiled (a module object, today) is in M: whether it compiles alone is not known.\n")
-	p.f("- N = those of M that built, checked, applied, kept the guest working (exercise passed, no warning, BUG or oops in the kernel log) and undid, plus those the tool correctly reports as having nothing to do at run time = **%d**.\n\n", c.N)
+	p.f("- N = those of M that built, checked, applied, kept the guest working (exercise passed, no warning, BUG or oops in the kernel log) and undid, plus those the tool correctly reports as having nothing to do at run time = **%d**.\n", c.N)
+	p.f("- Of N, %d are in a module that does not load in this guest (its hardware is absent, or its init fails here): their update was checked against the module's `.ko`, applied while it waited for the module, a load of the module was attempted with the update applied (the update patches it as it loads, before its init runs), and the update was undone; their new code did not run. Without them: %d of %d.\n\n", c.Waited, c.N-c.Waited, c.M-c.Waited)
 
 	rows := groupRows(ordered)
 	p.f("## Outcomes\n\n")
@@ -317,24 +324,24 @@ func (p *printer) cost(recs []*Record) {
 			p.f("- Apply stop time (all CPUs held): median %s ms, 90th percentile %s ms, over %d applies; as a ratio to an empty stop_machine in the same boot: median %sx, 90th percentile %sx (TCG inflates absolute times: compare ratios).\n",
 				median(stops), percentile(stops, 0.9), len(stops), median(ratios), percentile(ratios, 0.9))
 		}
-		p.f("- Exercise reach: of %d packs applied, ftrace could trace the replaced functions of %d, and the exercise called them in %d.\n", applied, traced, reached)
+		p.f("- Exercise reach: of %d packs applied, ftrace could trace replaced functions of %d, and the exercise called them in %d (most fixes are in drivers for hardware the guest does not have).\n", applied, traced, reached)
 	}
 	p.f("\n")
 }
 
-var callsRE = regexp.MustCompile(`calls of the replaced functions: (\d+)`)
+var callsRE = regexp.MustCompile(`calls of the replaced functions \((\d+) of \d+ traced\): (\d+)`)
 
-// calls returns the count the reached step printed, if the functions
-// could be traced.
+// calls returns the count the reached step printed, if some of the
+// functions could be traced.
 func calls(s *Step) (int, bool) {
 	if s == nil {
 		return 0, false
 	}
 	m := callsRE.FindStringSubmatch(s.Output)
-	if m == nil {
+	if m == nil || m[1] == "0" {
 		return 0, false
 	}
-	n, _ := strconv.Atoi(m[1])
+	n, _ := strconv.Atoi(m[2])
 	return n, true
 }
 

@@ -16,7 +16,7 @@ import (
 func shippedRun() *GuestRun {
 	return &GuestRun{Boot: "b1", BootPacks: 2, BootSeconds: 30, ApplyStopUS: 900, Steps: []Step{
 		{Name: stepCheck, Seconds: 2}, {Name: stepApply, Seconds: 1, Output: "applied x: f; stop 900 us (1.50x empty stop_machine 600 us)"},
-		{Name: stepExercise, Seconds: 1, Output: ExerciseOK}, {Name: "reached", Output: "calls of the replaced functions: 2"},
+		{Name: stepExercise, Seconds: 1, Output: ExerciseOK}, {Name: "reached", Output: "calls of the replaced functions (1 of 1 traced): 2"},
 		{Name: stepUndo, Seconds: 0.5}, {Name: stepLog},
 	}}
 }
@@ -98,7 +98,7 @@ func TestWriteReport(t *testing.T) {
 		"Guest: 1 boots for 2 packs",
 		"load average as builds ended: median 2.5, 90th percentile 2.5",
 		"Apply stop time (all CPUs held): median 0.9 ms, 90th percentile 0.9 ms, over 2 applies; as a ratio to an empty stop_machine in the same boot: median 1.5x",
-		"of 2 packs applied, ftrace could trace the replaced functions of 2, and the exercise called them in 2",
+		"of 2 packs applied, ftrace could trace replaced functions of 2, and the exercise called them in 2",
 		"## Other errors, in full (each wants a typed error or a rule)\n\n- `i.patch`:\n\n      make -j2 OBJ in TREE: exit status 2\n      security/x.c:1: error: boom\n",
 		"| 3 | `c.patch` | vmlinux | no | not-alone | kernel/c.c:10: error: implicit declaration of function 'new_helper' | 11.0 | - |",
 	} {
@@ -195,16 +195,33 @@ func TestStore(t *testing.T) {
 
 func TestModuleDeps(t *testing.T) {
 	dir := t.TempDir()
-	dep := `kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+	files := map[string]string{
+		"modules.dep": `kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
 kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko
 kernel/fs/mbcache.ko:
 kernel/lib/crc16.ko:
-kernel/drivers/x/x.ko: kernel/fs/mbcache.ko
+kernel/lib/libcrc32c.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko:
+kernel/drivers/x/x.ko: kernel/fs/mbcache.ko kernel/lib/libcrc32c.ko
 kernel/loop/a.ko: kernel/loop/b.ko
 kernel/loop/b.ko: kernel/loop/a.ko
-`
-	if err := os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep), 0o644); err != nil {
-		t.Fatal(err)
+`,
+		"modules.softdep": `# Soft dependencies extracted from modules themselves.
+softdep ext4 pre: crypto-crc32c
+softdep libcrc32c pre: crc32c post: crc16
+`,
+		"modules.alias": `alias crypto-crc32c crc32c_intel
+alias crypto-crc32c crc32c_generic
+alias crc32c crc32c_intel
+alias crc32c crc32c_generic
+alias pci:v00008086d* x
+`,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	md, err := ReadModuleDeps(dir)
 	if err != nil {
@@ -214,16 +231,28 @@ kernel/loop/b.ko: kernel/loop/a.ko
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko kernel/fs/ext4/ext4.ko kernel/drivers/x/x.ko"
-	if strings.Join(got, " ") != want {
-		t.Errorf("LoadOrder = %v, want %s", got, want)
+	var b strings.Builder
+	for _, l := range got {
+		if l.Optional {
+			b.WriteString("?")
+		}
+		b.WriteString(filepath.Base(l.Path) + " ")
 	}
-	if dep := string(md.DepFile(got[2:4])); dep != "kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n" {
+	// ext4's soft dependency crypto-crc32c: both candidates, optional;
+	// x needs libcrc32c, whose soft dependency crc32c is already there.
+	want := "?crc32c-intel.ko ?crc32c_generic.ko crc16.ko mbcache.ko jbd2.ko ext4.ko libcrc32c.ko x.ko "
+	if b.String() != want {
+		t.Errorf("LoadOrder = %s, want %s", b.String(), want)
+	}
+	dep := string(md.DepFile([]string{"kernel/fs/jbd2/jbd2.ko", "kernel/fs/ext4/ext4.ko"}))
+	if dep != "kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n" {
 		t.Errorf("DepFile = %q", dep)
 	}
-	for _, bad := range []string{"nope.ko", "a.ko"} {
-		if _, err := md.LoadOrder([]string{bad}); err == nil {
-			t.Errorf("LoadOrder(%s): no error", bad)
-		}
+	if _, err := md.LoadOrder([]string{"nope.ko"}); err == nil {
+		t.Error("LoadOrder(nope.ko): no error")
+	}
+	// A loop ends.
+	if got, err := md.LoadOrder([]string{"a.ko"}); err != nil || len(got) != 2 {
+		t.Errorf("LoadOrder(a.ko) = %v, %v: want b.ko and a.ko", got, err)
 	}
 }

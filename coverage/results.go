@@ -60,6 +60,9 @@ type GuestRun struct {
 	// Crashed names the step during which the guest stopped (crash,
 	// hang or timeout), "" when the pack's run ended.
 	Crashed string `json:"crashed,omitempty"`
+	// Transcript is the file (in the guest folder) that holds the boot's
+	// whole console output.
+	Transcript string `json:"transcript,omitempty"`
 	// ApplyStopUS is the stop time apply reported, 0 if none.
 	ApplyStopUS int `json:"apply_stop_us,omitempty"`
 }

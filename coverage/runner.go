@@ -465,13 +465,17 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 			if err != nil {
 				return 0, fmt.Errorf("%s: %w", rec.Patch, err)
 			}
-			for _, mod := range order {
-				gp := filepath.Join("/lib/modules", r.o.Kernel.Release, mod)
-				kos = append(kos, gp)
+			for _, l := range order {
+				gp := filepath.Join("/lib/modules", r.o.Kernel.Release, l.Path)
+				if l.Optional {
+					kos = append(kos, "?"+gp)
+				} else {
+					kos = append(kos, gp)
+				}
 				if !haveFile[gp] {
 					haveFile[gp] = true
-					mods = append(mods, mod)
-					extra = append(extra, guest.File{Path: gp, Mode: 0o644, Source: filepath.Join(r.deps.Dir, mod)})
+					mods = append(mods, l.Path)
+					extra = append(extra, guest.File{Path: gp, Mode: 0o644, Source: filepath.Join(r.deps.Dir, l.Path)})
 				}
 			}
 		}
@@ -519,6 +523,10 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 	if res == nil {
 		return 0, err
 	}
+	console := fmt.Sprintf("boot-%s-%d.log", time.Now().UTC().Format("20060102T150405"), r.boots)
+	if err := os.WriteFile(filepath.Join(r.setup.Work, console), []byte(res.Transcript), 0o644); err != nil {
+		return 0, err
+	}
 	t := ParseTranscript(res.ScenarioOutput())
 	if t.Boot != nil {
 		if bad := demo.KernelProblems(t.Boot.Output); len(bad) > 0 {
@@ -537,7 +545,7 @@ func (r *Runner) boot(ctx context.Context, recs []*Record) (int, error) {
 			break
 		}
 		g := p.GuestRun()
-		g.Boot, g.BootSeconds = bootName, res.Duration.Seconds()
+		g.Boot, g.BootSeconds, g.Transcript = bootName, res.Duration.Seconds(), console
 		if g.Crashed != "" && err != nil && len(g.Steps) > 0 {
 			why := firstLine(err.Error())
 			if cause := context.Cause(bctx); errors.Is(cause, errStalled) {

@@ -24,8 +24,11 @@ type PackRun struct {
 	// transcript ends, "" if none; OpenOutput the end of what it printed
 	// (with the kernel's last words, if it crashed).
 	Open, OpenOutput string
-	// log is the whole kernel log the pack's dmesg step printed.
-	log string
+	// log is the whole kernel log the pack's dmesg step printed; after
+	// what the console printed after its last step, until the next
+	// marker (a crash's last words, if it never ended).
+	log   string
+	after []string
 }
 
 // Transcript is a coverage scenario's output, split by pack.
@@ -45,7 +48,7 @@ func ParseTranscript(out string) *Transcript {
 	t := &Transcript{}
 	byID := map[string]*PackRun{}
 	var open *Step
-	var openPack *PackRun
+	var openPack, last *PackRun
 	var buf []string
 	pack := func(id string) *PackRun {
 		p, ok := byID[id]
@@ -59,15 +62,18 @@ func ParseTranscript(out string) *Transcript {
 	for _, line := range strings.Split(out, "\n") {
 		m := markerRE.FindStringSubmatch(line)
 		if m == nil {
-			if open != nil {
+			switch {
+			case open != nil:
 				buf = append(buf, line)
+			case last != nil && !last.Ended:
+				last.after = append(last.after, line)
 			}
 			continue
 		}
 		kind, id, step := m[1], m[2], m[3]
 		switch kind {
 		case "begin":
-			pack(id)
+			last = pack(id)
 		case "cov":
 			open = &Step{Name: step}
 			buf = nil
@@ -125,6 +131,10 @@ func (p *PackRun) GuestRun() *GuestRun {
 			g.Crashed = "between steps"
 			if n := len(p.Steps); n > 0 {
 				g.Crashed = "after " + p.Steps[n-1].Name
+			}
+			if out := strings.Trim(strings.Join(p.after, "\n"), "\n"); out != "" {
+				p.OpenOutput = tail.Lines(out, outputLines)
+				g.Steps = append(g.Steps, Step{Name: g.Crashed, RC: -1, Output: p.OpenOutput})
 			}
 		}
 	}

@@ -29,7 +29,7 @@ exercise ok
 @@rc c-ok-1 exercise 0 7.00 8.00
 
 @@cov c-ok-1 reached
-calls of the replaced functions: 3
+calls of the replaced functions (1 of 2 traced): 3
 @@rc c-ok-1 reached 0 8.00 8.10
 
 @@cov c-ok-1 undo
@@ -64,6 +64,15 @@ ok
 @@cov c-crash-3 apply
 [   10.5] BUG: kernel NULL pointer dereference, address: 0000000000000000
 [   10.5] Oops: 0000 [#1] PREEMPT SMP NOPTI
+`
+
+// hung is a pack whose guest stopped between two steps.
+const hung = `
+@@begin c-hang-4
+@@cov c-hang-4 apply
+applied c-hang-4: f; stop 10 us
+@@rc c-hang-4 apply 0 1.00 2.00
+[   12.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:300]
 `
 
 func TestParseTranscript(t *testing.T) {
@@ -114,6 +123,18 @@ func TestGuestOutcome(t *testing.T) {
 	if n, ok := calls(tr.Packs[0].GuestRun().Step("reached")); !ok || n != 3 {
 		t.Errorf("calls = %d, %v, want 3", n, ok)
 	}
+	for _, out := range []string{"calls of the replaced functions (0 of 1 traced): -", "calls of the replaced functions: 5"} {
+		if n, ok := calls(&Step{Output: out}); ok {
+			t.Errorf("calls(%q) = %d, true: want nothing traced", out, n)
+		}
+	}
+	h := ParseTranscript(hung).Packs[0].GuestRun()
+	if o := h.outcome(); o.Category != GuestCrashed || o.Reason != "after apply: [   12.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:300]" {
+		t.Errorf("hung pack: %s (%s)", o.Category, o.Reason)
+	}
+	if len(h.Problems) != 1 {
+		t.Errorf("hung pack: problems %q, want the soft lockup", h.Problems)
+	}
 }
 
 // outcome's decisions, step by step.
@@ -135,9 +156,17 @@ func TestGuestOutcomeSteps(t *testing.T) {
 		reason string
 	}{
 		{"shipped", okSteps(func(s []Step) []Step { return s }), Shipped, ""},
-		{"modules", okSteps(func(s []Step) []Step {
+		{"module waited", okSteps(func(s []Step) []Step {
+			return append([]Step{{Name: stepModules, RC: 1, Output: "insmod: can't insert 'x.ko': No such device"}}, append(s[:2:2], append([]Step{{Name: stepReload, RC: 1}}, s[2:]...)...)...)
+		}), ShippedWaited, "No such device"},
+		{"module waited, no reload", okSteps(func(s []Step) []Step {
 			return append([]Step{{Name: stepModules, RC: 1, Output: "insmod: can't insert 'x.ko': No such device"}}, s...)
-		}), ModuleLoad, "No such device"},
+		}), GuestCrashed, "no reload step"},
+		{"module waited, apply refused", okSteps(func(s []Step) []Step {
+			s[1].RC, s[1].Output = 7, "livesplice: mismatch"
+			return append([]Step{{Name: stepModules, RC: 1, Output: "insmod: can't insert 'x.ko': No such device"}}, s...)
+		}), ApplyRefused, "mismatch"},
+		{"modules, no check step", []Step{{Name: stepModules, RC: 1, Output: "insmod: can't insert 'x.ko': No such device"}}, ModuleLoad, "No such device"},
 		{"check", okSteps(set(0, 5, "livesplice: update x refused (symbol): foo is missing")), CheckRefused, "exit 5 (missing or ambiguous symbol): update x refused (symbol): foo is missing"},
 		{"apply busy", okSteps(set(1, 6, "livesplice: busy")), ApplyRefused, "exit 6 (busy): busy"},
 		{"exercise failed", okSteps(set(2, 1, "exercise failed: tcp")), GuestBroken, "exercise failed: tcp"},
