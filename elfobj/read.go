@@ -23,12 +23,21 @@ func Open(path string) (*File, error) {
 }
 
 // Parse reads a relocatable object held in data; name is used in errors.
+// The File's section contents are slices of data, not copies: data must
+// not change while the File is in use (Section.Data is read-only, and
+// appending to it copies).
 func Parse(name string, data []byte) (*File, error) {
-	return Read(name, bytes.NewReader(data))
+	return read(name, bytes.NewReader(data), data)
 }
 
 // Read reads a relocatable object from r; name is used in errors.
-func Read(name string, r io.ReaderAt) (f *File, err error) {
+func Read(name string, r io.ReaderAt) (*File, error) {
+	return read(name, r, nil)
+}
+
+// read reads an object from r; raw, when not nil, is r's whole content,
+// which section contents then share.
+func read(name string, r io.ReaderAt, raw []byte) (f *File, err error) {
 	// debug/elf is fuzzed but has panicked on hostile input before; an
 	// object we cannot parse must be an error, not a crash of the builder.
 	defer func() {
@@ -45,7 +54,7 @@ func Read(name string, r io.ReaderAt) (f *File, err error) {
 		return nil, fmt.Errorf("elfobj: %s: %w", name, err)
 	}
 	f = &File{Name: name}
-	if err := f.readSections(ef); err != nil {
+	if err := f.readSections(ef, raw); err != nil {
 		return nil, fmt.Errorf("elfobj: %s: %w", name, err)
 	}
 	if err := f.readSymbols(ef); err != nil {
@@ -71,10 +80,12 @@ func checkHeader(ef *elf.File) error {
 	return nil
 }
 
-func (f *File) readSections(ef *elf.File) error {
+func (f *File) readSections(ef *elf.File, raw []byte) error {
 	f.Sections = make([]*Section, len(ef.Sections))
+	all := make([]Section, len(ef.Sections)) // one allocation for all
 	for i, es := range ef.Sections {
-		s := &Section{
+		s := &all[i]
+		*s = Section{
 			Index: i, Name: es.Name, Type: es.Type, Flags: es.Flags,
 			Addralign: es.Addralign, Entsize: es.Entsize, Size: es.Size, Info: es.Info,
 		}
@@ -85,7 +96,7 @@ func (f *File) readSections(ef *elf.File) error {
 			return fmt.Errorf("section %d %q: %v sections are not supported", i, es.Name, es.Type)
 		}
 		if es.Type != elf.SHT_NOBITS && es.Type != elf.SHT_NULL {
-			data, err := es.Data()
+			data, err := sectionData(es, raw)
 			if err != nil {
 				return fmt.Errorf("section %d %q: reading %d bytes: %w", i, es.Name, es.Size, err)
 			}
@@ -106,6 +117,21 @@ func (f *File) readSections(ef *elf.File) error {
 	return nil
 }
 
+// sectionData returns the contents of es: a slice of raw (capacity
+// limited to the section, so that appending copies) when raw holds the
+// whole file and es is stored uncompressed, else read through debug/elf.
+func sectionData(es *elf.Section, raw []byte) ([]byte, error) {
+	if raw == nil || es.Flags&elf.SHF_COMPRESSED != 0 {
+		return es.Data()
+	}
+	size := uint64(len(raw))
+	if es.Offset > size || es.FileSize > size-es.Offset {
+		return nil, fmt.Errorf("offset %#x + %d bytes is outside the file (%d bytes)", es.Offset, es.FileSize, size)
+	}
+	end := es.Offset + es.FileSize
+	return raw[es.Offset:end:end], nil
+}
+
 // linksInternal reports section types whose sh_link/sh_info the writer
 // regenerates.
 func linksInternal(t elf.SectionType) bool {
@@ -121,75 +147,93 @@ func (f *File) readSymbols(ef *elf.File) error {
 	if err != nil {
 		return fmt.Errorf("symbol table: %w", err)
 	}
-	f.Symbols = make([]*Symbol, 0, len(syms)+1)
-	f.Symbols = append(f.Symbols, &Symbol{})
+	all := make([]Symbol, len(syms)+1) // one allocation for all
+	f.Symbols = make([]*Symbol, len(syms)+1)
+	f.Symbols[0] = &all[0]
 	for i, es := range syms {
-		s, err := f.symbol(i+1, es)
-		if err != nil {
+		if err := f.symbol(&all[i+1], i+1, es); err != nil {
 			return err
 		}
-		f.Symbols = append(f.Symbols, s)
+		f.Symbols[i+1] = &all[i+1]
 	}
 	return nil
 }
 
-func (f *File) symbol(idx int, es elf.Symbol) (*Symbol, error) {
-	s := &Symbol{
+func (f *File) symbol(s *Symbol, idx int, es elf.Symbol) error {
+	*s = Symbol{
 		Index: idx, Name: es.Name, Bind: elf.ST_BIND(es.Info), Type: elf.ST_TYPE(es.Info),
 		Other: es.Other, Shndx: es.Section, Value: es.Value, Size: es.Size,
 	}
 	switch {
 	case es.Section == elf.SHN_UNDEF || es.Section == elf.SHN_ABS || es.Section == elf.SHN_COMMON || es.Section == SHNLivepatch:
 	case es.Section == elf.SHN_XINDEX:
-		return nil, fmt.Errorf("symbol %d %q: extended section indices (SHN_XINDEX) are not supported", idx, es.Name)
+		return fmt.Errorf("symbol %d %q: extended section indices (SHN_XINDEX) are not supported", idx, es.Name)
 	case es.Section >= elf.SHN_LORESERVE:
-		return nil, fmt.Errorf("symbol %d %q: reserved section index %#x not supported", idx, es.Name, uint16(es.Section))
+		return fmt.Errorf("symbol %d %q: reserved section index %#x not supported", idx, es.Name, uint16(es.Section))
 	case int(es.Section) >= len(f.Sections):
-		return nil, fmt.Errorf("symbol %d %q: section index %d out of range (%d sections)", idx, es.Name, es.Section, len(f.Sections))
+		return fmt.Errorf("symbol %d %q: section index %d out of range (%d sections)", idx, es.Name, es.Section, len(f.Sections))
 	default:
 		s.Section = f.Sections[es.Section]
 		if s.Type == elf.STT_SECTION && s.Name == "" {
 			s.Name = s.Section.Name
 		}
 	}
-	return s, nil
+	return nil
 }
 
 func (f *File) readRelocs(ef *elf.File) error {
+	n := 0
+	for i, es := range ef.Sections {
+		if es.Type == elf.SHT_RELA {
+			n += len(f.Sections[i].Data) / relaEntSize
+		}
+	}
+	all := make([]Reloc, 0, n) // one allocation for all sections' relocations
 	for i, es := range ef.Sections {
 		if es.Type != elf.SHT_RELA {
 			continue
 		}
-		if err := f.readRela(i, es); err != nil {
+		var err error
+		if all, err = f.readRela(i, es, all); err != nil {
 			return fmt.Errorf("relocation section %d %q: %w", i, es.Name, err)
 		}
 	}
 	return nil
 }
 
-func (f *File) readRela(idx int, es *elf.Section) error {
+// readRela reads relocation section idx into the section it applies to,
+// its relocations appended to all (whose capacity holds them), and
+// returns all.
+func (f *File) readRela(idx int, es *elf.Section, all []Reloc) ([]Reloc, error) {
 	if es.Info == 0 || int(es.Info) >= len(f.Sections) || int(es.Info) == idx {
-		return fmt.Errorf("sh_info %d does not name a section (%d sections)", es.Info, len(f.Sections))
+		return all, fmt.Errorf("sh_info %d does not name a section (%d sections)", es.Info, len(f.Sections))
 	}
 	target := f.Sections[es.Info]
 	data := f.Sections[idx].Data
 	if len(data)%relaEntSize != 0 {
-		return fmt.Errorf("size %d is not a multiple of %d", len(data), relaEntSize)
+		return all, fmt.Errorf("size %d is not a multiple of %d", len(data), relaEntSize)
 	}
-	relocs := make([]Reloc, 0, len(data)/relaEntSize)
+	start := len(all)
 	for off := 0; off < len(data); off += relaEntSize {
 		r, err := f.rela(data[off:off+relaEntSize], target)
 		if err != nil {
-			return fmt.Errorf("entry %d: %w", off/relaEntSize, err)
+			return all, fmt.Errorf("entry %d: %w", off/relaEntSize, err)
 		}
-		relocs = append(relocs, r)
+		all = append(all, r)
 	}
+	relocs := all[start:len(all):len(all)] // appending to them copies
+	dst := &target.Relocs
 	if strings.HasPrefix(es.Name, livepatchRelaPrefix) {
-		target.Livepatch = append(target.Livepatch, relocs...)
-		return nil
+		dst = &target.Livepatch
 	}
-	target.Relocs = append(target.Relocs, relocs...)
-	return nil
+	switch {
+	case len(relocs) == 0:
+	case *dst == nil:
+		*dst = relocs
+	default:
+		*dst = append(*dst, relocs...)
+	}
+	return all, nil
 }
 
 func (f *File) rela(b []byte, target *Section) (Reloc, error) {
