@@ -1,11 +1,14 @@
 package differ
 
 import (
+	"cmp"
 	"debug/dwarf"
 	"debug/elf"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
@@ -212,15 +215,16 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // readTypes reads struct layouts and function signatures from f's DWARF;
-// nil without DWARF. One pass over the entries keeps what naming types
-// needs (typeDIE); types are then named from those, not through
-// debug/dwarf's type graph, which cost most of a Diff and its memory.
+// nil without DWARF. One pass over the entries (dieReader) keeps what
+// naming types needs (typeDIE); types are then named from those, not
+// through debug/dwarf's type graph, which cost most of a Diff and its
+// memory.
 func readTypes(f *elfobj.File) (*typeInfo, error) {
-	d, err := dwarfOf(f)
-	if d == nil || err != nil {
+	r, err := dwarfOf(f)
+	if r == nil || err != nil {
 		return nil, err
 	}
-	n := &typeNamer{dies: map[dwarf.Offset]*typeDIE{}, names: map[dwarf.Offset]string{}}
+	n := &typeNamer{}
 	var layouts []*typeDIE // struct, union and typedef definitions, in order
 	type sigEntry struct {
 		name     string
@@ -231,16 +235,15 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 	// stack holds, per open level of children, the type entry they
 	// belong to (nil for other entries' children).
 	var stack []*typeDIE
-	r := d.Reader()
 	for {
-		e, err := r.Next()
+		e, err := r.next()
 		if err != nil {
-			return nil, fmt.Errorf("%s: reading DWARF: %w", f.Name, err)
+			return nil, err
 		}
 		if e == nil {
 			break
 		}
-		if e.Tag == 0 {
+		if e.tag == 0 {
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
@@ -251,41 +254,40 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 			parent = stack[len(stack)-1]
 		}
 		var t *typeDIE
-		switch e.Tag {
+		switch e.tag {
 		case dwarf.TagMember, dwarf.TagEnumerator, dwarf.TagSubrangeType, dwarf.TagFormalParameter, dwarf.TagUnspecifiedParameters:
 			if parent != nil {
-				parent.kids = append(parent.kids, newTypeDIE(e))
+				parent.kids = append(parent.kids, n.newDIE(e))
 			}
 		case dwarf.TagSubprogram:
-			t = newTypeDIE(e)
-			name, _ := e.Val(dwarf.AttrName).(string)
-			ext, _ := e.Val(dwarf.AttrExternal).(bool)
-			if name != "" && e.Val(dwarf.AttrDeclaration) == nil {
-				sigs = append(sigs, sigEntry{name, ext, t})
+			t = n.newDIE(e)
+			if t.name != "" && !e.decl {
+				sigs = append(sigs, sigEntry{t.name, e.external, t})
 			}
-			if e.Children {
+			if e.children {
 				// Its parameters, then nothing more: the body's entries
 				// (blocks, variables, inlined calls: most of a kernel
 				// object's DWARF) describe no layout or signature that
 				// code outside it can see.
-				if err := skipBody(r, e, t); err != nil {
-					return nil, fmt.Errorf("%s: reading DWARF: %w", f.Name, err)
+				if err := n.skipBody(r, t); err != nil {
+					return nil, err
 				}
 				continue
 			}
 		case dwarf.TagStructType, dwarf.TagUnionType, dwarf.TagTypedef, dwarf.TagEnumerationType, dwarf.TagClassType,
 			dwarf.TagBaseType, dwarf.TagPointerType, dwarf.TagConstType, dwarf.TagVolatileType, dwarf.TagRestrictType,
 			dwarf.TagArrayType, dwarf.TagSubroutineType, dwarf.TagUnspecifiedType:
-			t = newTypeDIE(e)
-			n.dies[e.Offset] = t
-			if (e.Tag == dwarf.TagStructType || e.Tag == dwarf.TagUnionType || e.Tag == dwarf.TagTypedef) && !t.decl {
+			t = n.newDIE(e)
+			n.add(t)
+			if (e.tag == dwarf.TagStructType || e.tag == dwarf.TagUnionType || e.tag == dwarf.TagTypedef) && !t.decl {
 				layouts = append(layouts, t)
 			}
 		}
-		if e.Children {
+		if e.children {
 			stack = append(stack, t)
 		}
 	}
+	n.index()
 	ti := &typeInfo{layouts: map[string][]layout{}, sigs: map[string][]signature{}}
 	for _, t := range layouts {
 		if name, kind, l, ok := n.layoutOf(t); ok {
@@ -302,36 +304,36 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 				params = append(params, "...")
 			}
 		}
-		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: fmt.Sprintf("%s (%s)", n.typeOf(s.die), strings.Join(params, ", ")), external: s.external})
+		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: n.typeOf(s.die) + " (" + strings.Join(params, ", ") + ")", external: s.external})
 	}
 	return ti, nil
 }
 
-// skipBody reads the parameters of subprogram e into t and leaves r
-// after e's children, jumping there through DW_AT_sibling when e has it.
-func skipBody(r *dwarf.Reader, e *dwarf.Entry, t *typeDIE) error {
-	sibling, hasSibling := e.Val(dwarf.AttrSibling).(dwarf.Offset)
+// skipBody reads the parameters of the subprogram r just read into t and
+// leaves r after its children, jumping there through DW_AT_sibling when
+// it has one.
+func (n *typeNamer) skipBody(r *dieReader, t *typeDIE) error {
+	sibling, hasSibling := r.die.sibling, r.die.hasSib
 	for {
-		c, err := r.Next()
+		c, err := r.next()
 		if err != nil {
 			return err
 		}
-		if c == nil || c.Tag == 0 {
+		if c == nil || c.tag == 0 {
 			return nil
 		}
-		if c.Tag == dwarf.TagFormalParameter || c.Tag == dwarf.TagUnspecifiedParameters {
-			t.kids = append(t.kids, newTypeDIE(c))
-			if c.Children {
-				r.SkipChildren()
+		if c.tag == dwarf.TagFormalParameter || c.tag == dwarf.TagUnspecifiedParameters {
+			t.kids = append(t.kids, n.newDIE(c))
+			if err := r.skipChildren(); err != nil {
+				return err
 			}
 			continue
 		}
 		if hasSibling {
-			r.Seek(sibling)
-			return nil
+			return r.seek(sibling)
 		}
-		if c.Children {
-			r.SkipChildren()
+		if err := r.skipChildren(); err != nil {
+			return err
 		}
 	}
 }
@@ -339,6 +341,7 @@ func skipBody(r *dwarf.Reader, e *dwarf.Entry, t *typeDIE) error {
 // typeDIE is what naming a type needs of one DWARF entry.
 type typeDIE struct {
 	tag       dwarf.Tag
+	offset    dwarf.Offset
 	name      string
 	typ       dwarf.Offset // AttrType, 0 without
 	hasType   bool
@@ -348,25 +351,32 @@ type typeDIE struct {
 	count     string
 	value     any // enumerators
 	kids      []*typeDIE
+	// described is what typeOf names the type t itself (memoised):
+	// state 1 while describing it, 2 once described.
+	described string
+	state     uint8
 }
 
-func newTypeDIE(e *dwarf.Entry) *typeDIE {
-	t := &typeDIE{tag: e.Tag, decl: e.Val(dwarf.AttrDeclaration) != nil}
-	t.name, _ = e.Val(dwarf.AttrName).(string)
-	t.typ, t.hasType = e.Val(dwarf.AttrType).(dwarf.Offset)
-	t.size, _ = e.Val(dwarf.AttrByteSize).(int64)
-	switch e.Tag {
+// newDIE returns the typeDIE of entry e, allocated in blocks.
+func (n *typeNamer) newDIE(e *die) *typeDIE {
+	if len(n.block) == cap(n.block) {
+		n.block = make([]typeDIE, 0, 256)
+	}
+	n.block = n.block[:len(n.block)+1]
+	t := &n.block[len(n.block)-1]
+	*t = typeDIE{tag: e.tag, offset: e.off, decl: e.decl, name: string(e.name), typ: e.typ, hasType: e.hasType, size: e.byteSize}
+	switch e.tag {
 	case dwarf.TagMember:
-		t.off, t.bits = memberOffset(e), bitOffset(e)
+		t.off, t.bits = e.memberLoc, e.bitOffset
 	case dwarf.TagEnumerator:
-		t.value = e.Val(dwarf.AttrConstValue)
+		t.value = e.constValue
 	case dwarf.TagSubrangeType:
-		switch c, ub := e.Val(dwarf.AttrCount), e.Val(dwarf.AttrUpperBound); {
+		switch c, ub := e.count, e.upperBound; {
 		case c != nil:
 			t.count = fmt.Sprint(c)
 		case ub != nil:
 			if v, ok := ub.(int64); ok {
-				t.count = fmt.Sprint(v + 1)
+				t.count = strconv.FormatInt(v+1, 10)
 			} else {
 				t.count = "?"
 			}
@@ -375,10 +385,30 @@ func newTypeDIE(e *dwarf.Entry) *typeDIE {
 	return t
 }
 
-// typeNamer names the types of one DWARF, memoised by offset.
+// typeNamer names the types of one DWARF, memoised in their typeDIEs.
 type typeNamer struct {
-	dies  map[dwarf.Offset]*typeDIE
-	names map[dwarf.Offset]string
+	dies  []*typeDIE // type entries by offset (index sorts them)
+	block []typeDIE  // where newDIE allocates
+}
+
+func (n *typeNamer) add(t *typeDIE) { n.dies = append(n.dies, t) }
+
+// index sorts the type entries by offset, for lookup (the reader reads
+// them in order: normally they are sorted already).
+func (n *typeNamer) index() {
+	byOff := func(a, b *typeDIE) int { return cmp.Compare(a.offset, b.offset) }
+	if !slices.IsSortedFunc(n.dies, byOff) {
+		slices.SortStableFunc(n.dies, byOff)
+	}
+}
+
+// lookup returns the (first) type entry at off, or nil.
+func (n *typeNamer) lookup(off dwarf.Offset) *typeDIE {
+	i, ok := slices.BinarySearchFunc(n.dies, off, func(t *typeDIE, off dwarf.Offset) int { return cmp.Compare(t.offset, off) })
+	if !ok {
+		return nil
+	}
+	return n.dies[i]
 }
 
 // typeOf names the type t's AttrType points to, "void" without one.
@@ -386,16 +416,19 @@ func (n *typeNamer) typeOf(t *typeDIE) string {
 	if !t.hasType {
 		return "void"
 	}
-	if s, ok := n.names[t.typ]; ok {
-		return s
+	d := n.lookup(t.typ)
+	switch {
+	case d == nil:
+		return "?"
+	case d.state == 2:
+		return d.described
+	case d.state == 1:
+		return "(recursive)"
 	}
-	n.names[t.typ] = "(recursive)"
-	s := "?"
-	if d := n.dies[t.typ]; d != nil {
-		s = n.describe(d)
-	}
-	n.names[t.typ] = s
-	return s
+	d.state = 1
+	d.described = n.describe(d)
+	d.state = 2
+	return d.described
 }
 
 // describe names a type: "struct sk_buff", "*const char", "[16]u8",
@@ -450,43 +483,12 @@ func (n *typeNamer) describe(t *typeDIE) string {
 	return fmt.Sprintf("%s {%s}", kind, strings.Join(fields, "; "))
 }
 
-// memberOffset is a member's byte offset in its struct.
-func memberOffset(e *dwarf.Entry) int64 {
-	switch v := e.Val(dwarf.AttrDataMemberLoc).(type) {
-	case int64:
-		return v
-	case []byte:
-		// DW_OP_plus_uconst ULEB128, as old DWARF writes it.
-		if len(v) > 1 && v[0] == 0x23 {
-			var off int64
-			for i, shift := 1, 0; i < len(v); i, shift = i+1, shift+7 {
-				off |= int64(v[i]&0x7f) << shift
-				if v[i]&0x80 == 0 {
-					break
-				}
-			}
-			return off
-		}
-	}
-	return 0
-}
-
-func bitOffset(e *dwarf.Entry) int64 {
-	var b int64
-	for _, a := range []dwarf.Attr{dwarf.AttrDataBitOffset, dwarf.AttrBitOffset} {
-		if v, ok := e.Val(a).(int64); ok {
-			b += v
-		}
-	}
-	return b
-}
-
 // layoutOf returns the layout a struct, union, or typedef of an
 // anonymous struct or union defines, with its name and kind.
 func (n *typeNamer) layoutOf(t *typeDIE) (string, string, layout, bool) {
 	name, kind := t.name, ""
 	if t.tag == dwarf.TagTypedef {
-		u := n.dies[t.typ]
+		u := n.lookup(t.typ)
 		if !t.hasType || name == "" || u == nil || u.name != "" || u.decl || (u.tag != dwarf.TagStructType && u.tag != dwarf.TagUnionType) {
 			return "", "", layout{}, false
 		}
@@ -512,9 +514,10 @@ func (n *typeNamer) layoutOf(t *typeDIE) (string, string, layout, bool) {
 	return name, kind, l, true
 }
 
-// dwarfOf builds debug/dwarf data from f's .debug_* sections with their
-// relocations applied (section-relative, as in a relocatable object).
-func dwarfOf(f *elfobj.File) (*dwarf.Data, error) {
+// dwarfOf returns a reader of f's DWARF entries, the .debug_* sections
+// with their relocations applied (section-relative, as in a relocatable
+// object); nil without .debug_info.
+func dwarfOf(f *elfobj.File) (*dieReader, error) {
 	get := func(name string) ([]byte, error) {
 		sec := f.Section(name)
 		if sec == nil || sec.Type == elf.SHT_NOBITS {
@@ -548,26 +551,11 @@ func dwarfOf(f *elfobj.File) (*dwarf.Data, error) {
 	if info == nil || err != nil {
 		return nil, err
 	}
-	var secs [8][]byte
-	for i, n := range []string{".debug_abbrev", ".debug_aranges", ".debug_frame", ".debug_info", ".debug_line", ".debug_pubnames", ".debug_ranges", ".debug_str"} {
+	var secs [4][]byte
+	for i, n := range []string{".debug_abbrev", ".debug_str", ".debug_line_str", ".debug_str_offsets"} {
 		if secs[i], err = get(n); err != nil {
 			return nil, err
 		}
 	}
-	d, err := dwarf.New(secs[0], secs[1], secs[2], secs[3], secs[4], secs[5], secs[6], secs[7])
-	if err != nil {
-		return nil, fmt.Errorf("%s: DWARF: %w", f.Name, err)
-	}
-	for _, n := range []string{".debug_addr", ".debug_line_str", ".debug_str_offsets", ".debug_rnglists", ".debug_loclists"} {
-		b, err := get(n)
-		if err != nil {
-			return nil, err
-		}
-		if b != nil {
-			if err := d.AddSection(n, b); err != nil {
-				return nil, fmt.Errorf("%s: DWARF %s: %w", f.Name, n, err)
-			}
-		}
-	}
-	return d, nil
+	return newDIEReader(f.Name, info, secs[0], secs[1], secs[2], secs[3]), nil
 }
