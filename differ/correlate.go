@@ -3,7 +3,6 @@ package differ
 import (
 	"bytes"
 	"debug/elf"
-	"fmt"
 	"regexp"
 	"slices"
 	"sort"
@@ -293,16 +292,7 @@ func (c *correlation) sameSym(a, b *elfobj.Symbol) bool {
 func (c *correlation) keys(o *object, s *elfobj.Symbol, relocs []elfobj.Reloc, nameOf func(*elfobj.Symbol) string) []string {
 	keys := make([]string, len(relocs))
 	for i, r := range relocs {
-		t := o.resolve(s.Section, r)
-		k := t.key
-		if t.kind == tNamed {
-			name := t.sym.Name
-			if nameOf != nil {
-				name = nameOf(t.sym)
-			}
-			k = fmt.Sprintf("sym:%s%+d", name, t.delta)
-		}
-		keys[i] = fmt.Sprintf("%#x %v %s", r.Offset-s.Value, r.Type, k)
+		keys[i] = relocKey(r.Offset-s.Value, r.Type, o.resolve(s.Section, r).key(nameOf))
 	}
 	sort.Strings(keys)
 	return keys

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
@@ -207,10 +208,16 @@ func (d *differ) sameFunc(a, b *elfobj.Symbol) (bool, error) {
 func relocKeys(o *object, sec *elfobj.Section, base uint64, relocs []elfobj.Reloc) []string {
 	keys := make([]string, len(relocs))
 	for i, r := range relocs {
-		keys[i] = fmt.Sprintf("%#x %v %s", r.Offset-base, r.Type, o.resolve(sec, r).key)
+		keys[i] = relocKey(r.Offset-base, r.Type, o.resolve(sec, r).key(nil))
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// relocKey is one relocation's key: its offset in the function or
+// symbol, type and target key.
+func relocKey(off uint64, typ elf.R_X86_64, target string) string {
+	return "0x" + strconv.FormatUint(off, 16) + " " + typ.String() + " " + target
 }
 
 // compareLooseCode refuses changed code that is not inside an STT_FUNC

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/livesplice/livesplice/elfobj"
@@ -162,34 +163,59 @@ type target struct {
 	sec   *elfobj.Section // tContent, tAnon: the section holding the target
 	off   int64           // tContent, tAnon: target offset in sec (addend + adjust)
 	base  int64           // tContent, tAnon: sym.Value + addend (what S+A points at)
-	key   string          // comparison key, independent of layout
+}
+
+// key is t's comparison key, independent of layout; named targets by
+// name, given by nameOf when not nil.
+func (t target) key(nameOf func(*elfobj.Symbol) string) string {
+	switch t.kind {
+	case tNone:
+		return "none"
+	case tNamed:
+		name := t.sym.Name
+		if nameOf != nil {
+			name = nameOf(t.sym)
+		}
+		return "sym:" + name + signed(t.delta)
+	case tContent:
+		return contentKey(t.sec, t.off) + signed(t.base-t.off)
+	}
+	return "anon:" + t.sec.Name + signed(t.base)
+}
+
+// signed formats v as %+d does.
+func signed(v int64) string {
+	if v >= 0 {
+		return "+" + strconv.FormatInt(v, 10)
+	}
+	return strconv.FormatInt(v, 10)
 }
 
 // resolve names the target of r, a relocation in section sec.
 func (o *object) resolve(sec *elfobj.Section, r elfobj.Reloc) target {
 	s := r.Sym
 	if s == nil {
-		return target{kind: tNone, key: "none"}
+		return target{kind: tNone}
 	}
 	if s.Section != nil && (isContent(s.Section) || isLocalLabel(s) || s.IsSection()) {
 		base := int64(s.Value) + r.Addend
 		off := base + o.adjust(sec, r)
 		t := target{sec: s.Section, off: off, base: base}
 		if isContent(s.Section) {
-			t.kind, t.key = tContent, contentKey(s.Section, off)+fmt.Sprintf("%+d", base-off)
+			t.kind = tContent
 			return t
 		}
 		if cov := o.coveringAt(s.Section, off); cov != nil {
 			return named(cov, base-int64(cov.Value))
 		}
-		t.kind, t.key = tAnon, fmt.Sprintf("anon:%s%+d", s.Section.Name, base)
+		t.kind = tAnon
 		return t
 	}
 	return named(s, r.Addend)
 }
 
 func named(s *elfobj.Symbol, delta int64) target {
-	return target{kind: tNamed, sym: s, delta: delta, key: fmt.Sprintf("sym:%s%+d", s.Name, delta)}
+	return target{kind: tNamed, sym: s, delta: delta}
 }
 
 func (o *object) coveringAt(sec *elfobj.Section, off int64) *elfobj.Symbol {

@@ -175,6 +175,9 @@ func sameLayouts(ls []layout, l layout) bool {
 
 // layoutDiff describes how layout b differs from a.
 func layoutDiff(name string, a, b layout) []string {
+	if a.size == b.size && slices.Equal(a.members, b.members) {
+		return nil // the common case, without building maps
+	}
 	var out []string
 	if a.size != b.size {
 		out = append(out, fmt.Sprintf("%s changed size %d -> %d", name, a.size, b.size))
