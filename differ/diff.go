@@ -113,10 +113,16 @@ func Diff(pre, post *elfobj.File) (*Changeset, error) {
 		return nil, errors.New("differ: Diff needs both a pre and a post object")
 	}
 	post = post.Clone()
-	d := &differ{pre: newObject(pre), cs: Changeset{pre: pre, post: post}}
-	c := correlate(d.pre, newObject(post))
+	decoded := map[string][]insn{} // code decoded in any of the objects below
+	object := func(f *elfobj.File) *object {
+		o := newObject(f)
+		o.decoded = decoded
+		return o
+	}
+	d := &differ{pre: object(pre), cs: Changeset{pre: pre, post: post}}
+	c := correlate(d.pre, object(post))
 	d.cs.Renamed = c.rename()
-	d.post = newObject(post) // indexes by the new names
+	d.post = object(post) // indexes by the new names
 	d.corr = c
 	steps := []func() error{d.compareFunctions, d.compareLooseCode, d.compareData, d.compareTypes}
 	for _, step := range steps {

@@ -17,6 +17,10 @@ type object struct {
 	funcs    map[string][]*elfobj.Symbol // defined STT_FUNC symbols by name
 	cold     map[string][]*elfobj.Symbol // cold parts by parent name (cold.go)
 	insns    map[*elfobj.Section][]insn  // decoded code, filled lazily
+	// decoded, when not nil, holds decoded code by its bytes, shared
+	// with the other objects of one Diff: a section whose bytes did not
+	// change is decoded once (insns are never modified once made).
+	decoded map[string][]insn
 	incoming map[*elfobj.Section][]incoming
 }
 
@@ -107,6 +111,10 @@ func (o *object) decode(sec *elfobj.Section) []insn {
 	if ins, ok := o.insns[sec]; ok {
 		return ins
 	}
+	if ins, ok := o.decoded[string(sec.Data)]; ok {
+		o.insns[sec] = ins
+		return ins
+	}
 	var ins []insn
 	for off := 0; off < len(sec.Data); {
 		inst, err := x86asm.Decode(sec.Data[off:], 64)
@@ -119,6 +127,9 @@ func (o *object) decode(sec *elfobj.Section) []insn {
 		off += inst.Len
 	}
 	o.insns[sec] = ins
+	if o.decoded != nil {
+		o.decoded[string(sec.Data)] = ins
+	}
 	return ins
 }
 

@@ -351,13 +351,20 @@ type typeDIE struct {
 	decl      bool
 	size      int64 // AttrByteSize
 	off, bits int64 // members: byte and bit offset
-	count     string
-	value     any // enumerators
-	kids      []*typeDIE
+	// value is an enumerator's DW_AT_const_value, a subrange's count
+	// (a string: "" without one).
+	value any
+	kids  []*typeDIE
 	// described is what typeOf names the type t itself (memoised):
 	// state 1 while describing it, 2 once described.
 	described string
 	state     uint8
+}
+
+// count is a subrange's element count, "" when unknown.
+func (t *typeDIE) count() string {
+	s, _ := t.value.(string)
+	return s
 }
 
 // newDIE returns the typeDIE of entry e, allocated in blocks.
@@ -374,24 +381,27 @@ func (n *typeNamer) newDIE(e *die) *typeDIE {
 	case dwarf.TagEnumerator:
 		t.value = e.constValue
 	case dwarf.TagSubrangeType:
+		count := ""
 		switch c, ub := e.count, e.upperBound; {
 		case c != nil:
-			t.count = fmt.Sprint(c)
+			count = fmt.Sprint(c)
 		case ub != nil:
 			if v, ok := ub.(int64); ok {
-				t.count = strconv.FormatInt(v+1, 10)
+				count = strconv.FormatInt(v+1, 10)
 			} else {
-				t.count = "?"
+				count = "?"
 			}
 		}
+		t.value = count
 	}
 	return t
 }
 
 // typeNamer names the types of one DWARF, memoised in their typeDIEs.
 type typeNamer struct {
-	dies  []*typeDIE // type entries by offset (index sorts them)
-	block []typeDIE  // where newDIE allocates
+	dies  []*typeDIE     // type entries by offset (index sorts them)
+	offs  []dwarf.Offset // their offsets, for lookup
+	block []typeDIE      // where newDIE allocates
 }
 
 func (n *typeNamer) add(t *typeDIE) { n.dies = append(n.dies, t) }
@@ -403,11 +413,15 @@ func (n *typeNamer) index() {
 	if !slices.IsSortedFunc(n.dies, byOff) {
 		slices.SortStableFunc(n.dies, byOff)
 	}
+	n.offs = make([]dwarf.Offset, len(n.dies))
+	for i, t := range n.dies {
+		n.offs[i] = t.offset
+	}
 }
 
 // lookup returns the (first) type entry at off, or nil.
 func (n *typeNamer) lookup(off dwarf.Offset) *typeDIE {
-	i, ok := slices.BinarySearchFunc(n.dies, off, func(t *typeDIE, off dwarf.Offset) int { return cmp.Compare(t.offset, off) })
+	i, ok := slices.BinarySearch(n.offs, off)
 	if !ok {
 		return nil
 	}
@@ -453,7 +467,7 @@ func (n *typeNamer) describe(t *typeDIE) string {
 		dims := ""
 		for _, k := range t.kids {
 			if k.tag == dwarf.TagSubrangeType {
-				dims += "[" + k.count + "]"
+				dims += "[" + k.count() + "]"
 			}
 		}
 		return dims + n.typeOf(t)
