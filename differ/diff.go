@@ -100,6 +100,9 @@ type differ struct {
 	pre, post *object
 	corr      *correlation
 	cs        Changeset
+	// preTypes and postTypes wait for the types of the pre and post
+	// objects, read while the code is compared.
+	preTypes, postTypes func() (*typeInfo, error)
 }
 
 // Diff compares the pre and post builds of one object.
@@ -112,6 +115,10 @@ func Diff(pre, post *elfobj.File) (*Changeset, error) {
 	if pre == nil || post == nil {
 		return nil, errors.New("differ: Diff needs both a pre and a post object")
 	}
+	// The DWARF types of both objects are read from the inputs, which
+	// stay unchanged, while the code is compared: about half of a Diff's
+	// work, and independent of the rest until compareTypes.
+	preTypes, postTypes := readTypesAsync(pre), readTypesAsync(post)
 	post = post.Clone()
 	decoded := map[string][]insn{} // code decoded in any of the objects below
 	object := func(f *elfobj.File) *object {
@@ -119,7 +126,7 @@ func Diff(pre, post *elfobj.File) (*Changeset, error) {
 		o.decoded = decoded
 		return o
 	}
-	d := &differ{pre: object(pre), cs: Changeset{pre: pre, post: post}}
+	d := &differ{pre: object(pre), cs: Changeset{pre: pre, post: post}, preTypes: preTypes, postTypes: postTypes}
 	c := correlate(d.pre, object(post))
 	d.cs.Renamed = c.rename()
 	d.post = object(post) // indexes by the new names

@@ -54,11 +54,11 @@ type typeInfo struct {
 }
 
 func (d *differ) compareTypes() error {
-	pre, err := readTypes(d.pre.f)
+	pre, err := d.preTypes()
 	if err != nil {
 		return err
 	}
-	post, err := readTypes(d.post.f)
+	post, err := d.postTypes()
 	if err != nil {
 		return err
 	}
@@ -215,6 +215,28 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// readTypesAsync runs readTypes(f) in a goroutine of its own; the
+// function it returns waits for the result. f must not change meanwhile.
+func readTypesAsync(f *elfobj.File) func() (*typeInfo, error) {
+	type result struct {
+		ti  *typeInfo
+		err error
+	}
+	ch := make(chan result, 1) // the goroutine never blocks, even if nobody waits
+	go func() {
+		ti, err := readTypes(f)
+		ch <- result{ti, err}
+	}()
+	var r *result
+	return func() (*typeInfo, error) {
+		if r == nil {
+			v := <-ch
+			r = &v
+		}
+		return r.ti, r.err
+	}
 }
 
 // readTypes reads struct layouts and function signatures from f's DWARF;
