@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"sort"
+
+	"github.com/livesplice/livesplice/internal/xzdec"
 )
 
 // Offsets in the x86 boot protocol's setup header
@@ -21,6 +23,10 @@ const (
 	hdrPayloadLength = 0x24C
 	hdrEnd           = 0x250
 )
+
+// maxVmlinux bounds the decompressed payload: the kernel's code and data
+// lie in the kernel image mapping, KERNEL_IMAGE_SIZE (1 GiB with KASLR).
+const maxVmlinux = 1 << 30
 
 // Image is a kernel boot image, decompressed, whose code can be read at
 // the addresses of a running kernel once it has been relocated.
@@ -68,13 +74,16 @@ func parse(path string, data []byte) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boot image %s: %w", path, err)
 	}
-	if len(payload) < 4+len(xzMagic) || !bytes.Equal(payload[:len(xzMagic)], xzMagic) {
+	if len(payload) < 4+len(xzdec.Magic) || string(payload[:len(xzdec.Magic)]) != xzdec.Magic {
 		return nil, fmt.Errorf("boot image %s: payload is not xz (starts % x; only CONFIG_KERNEL_XZ is supported)", path, payload[:min(len(payload), 6)])
 	}
 	// The payload is the xz stream followed by the uncompressed size as a
 	// little-endian u32 (scripts/Makefile.lib, size_append).
 	size := binary.LittleEndian.Uint32(payload[len(payload)-4:])
-	all, err := xzDecompress(payload[:len(payload)-4], uint64(size))
+	if size > maxVmlinux {
+		return nil, fmt.Errorf("boot image %s: payload decompresses to %d bytes by its trailer, more than the kernel image mapping's %d", path, size, maxVmlinux)
+	}
+	all, err := xzdec.Decompress(payload[:len(payload)-4], uint64(size))
 	if err != nil {
 		return nil, fmt.Errorf("boot image %s: payload (%d bytes by its trailer): %w", path, size, err)
 	}

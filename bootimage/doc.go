@@ -11,9 +11,8 @@
 //     setup_sects, payload_offset, payload_length) and decompresses the
 //     payload. Debian's kernels are built with CONFIG_KERNEL_XZ, and
 //     scripts/xz_wrap.sh compresses with the x86 BCJ filter in front of
-//     LZMA2, a chain github.com/ulikunitz/xz's stream reader refuses; so
-//     this package reads the xz container itself, uses ulikunitz's raw
-//     LZMA2 reader and undoes the BCJ filter with its own decoder. The
+//     LZMA2, a chain github.com/ulikunitz/xz's stream reader refuses;
+//     package internal/xzdec reads it. The
 //     payload is vmlinux.bin (the ELF, stripped with objcopy -S) followed by
 //     vmlinux.relocs, the KASLR relocation table.
 //  2. BuildID returns the ELF's NT_GNU_BUILD_ID note. The loader compares it

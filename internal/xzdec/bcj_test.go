@@ -1,4 +1,4 @@
-package bootimage
+package xzdec
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package bootimage
+package xzdec
 
 import (
 	"bytes"
@@ -24,9 +24,9 @@ func TestXZDecompress(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
-			src := readTestdata(t, "xz", tc.file)
-			want := readTestdata(t, "xz", tc.want)
-			got, err := xzDecompress(src, uint64(len(want)))
+			src := readTestdata(t, tc.file)
+			want := readTestdata(t, tc.want)
+			got, err := Decompress(src, uint64(len(want)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,7 +42,7 @@ func TestXZDecompress(t *testing.T) {
 }
 
 func TestXZErrors(t *testing.T) {
-	good := readTestdata(t, "xz", "code.x86.xz")
+	good := readTestdata(t, "code.x86.xz")
 	// Block header: size byte at 12, flags at 13, filters from 14; its
 	// crc32 ends the header.
 	hsize := (int(good[12]) + 1) * 4
@@ -72,13 +72,13 @@ func TestXZErrors(t *testing.T) {
 		{"block header crc", flip(14), "header crc32"},
 		{"compressed data", flip(100), "xz block 0"},
 		{"check", flip(len(good) - 12 - 12 - 1), "check of uncompressed data"},
-		{"unsupported filter", readTestdata(t, "xz", "code.delta.xz"), "unsupported filter chain: filter 0x3"},
+		{"unsupported filter", readTestdata(t, "code.delta.xz"), "unsupported filter chain: filter 0x3"},
 		{"x86 filter last", withHeader(func(h []byte) { h[1] = 0; h[2] = xzFilterX86; h[3] = 0 }), "unsupported filter chain"},
 		{"reserved flags", withHeader(func(h []byte) { h[1] |= 0x10 }), "reserved header flags"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := xzDecompress(tc.src, 1<<20)
+			_, err := Decompress(tc.src, 1<<20)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}

@@ -1,4 +1,4 @@
-package bootimage
+package xzdec
 
 import (
 	"bytes"
@@ -10,21 +10,23 @@ import (
 	"hash/crc32"
 	"hash/crc64"
 	"io"
+	"slices"
 
 	"github.com/ulikunitz/xz/lzma"
 )
 
-// The kernel's payload is compressed by scripts/xz_wrap.sh as
-// `xz --check=crc32 --x86 --lzma2=dict=32MiB`: a filter chain of x86 BCJ
-// then LZMA2. github.com/ulikunitz/xz's stream reader accepts only a lone
-// LZMA2 filter, so this file reads the xz container itself (stream header,
-// block headers, index, footer; see the .xz file format specification) and
-// hands the LZMA2 data to ulikunitz's raw LZMA2 reader.
+// Magic is the start of every xz stream.
+const Magic = "\xFD7zXZ\x00"
 
 var (
-	xzMagic       = []byte{0xFD, '7', 'z', 'X', 'Z', 0x00}
+	xzMagic       = []byte(Magic)
 	xzFooterMagic = []byte{'Y', 'Z'}
 )
+
+// MaxDict is the largest LZMA2 dictionary Decompress allocates: the
+// dictionary a block declares, or its uncompressed size if that is less.
+// XZ Utils' presets use at most 64 MiB, the kernel's xz_wrap.sh 32 MiB.
+const MaxDict = 128 << 20
 
 const (
 	xzFilterX86   = 0x04
@@ -36,11 +38,15 @@ type xzBlock struct {
 	unpadded, uncompressed uint64
 }
 
-// xzDecompress decompresses the single xz stream in src (nothing may
-// follow it) and returns the uncompressed bytes, refusing to produce more
-// than limit. It supports the filters the kernel uses: LZMA2, optionally
+// Decompress decompresses the single xz stream in src (nothing may follow
+// it) and returns the uncompressed bytes, refusing to produce more than
+// limit. It supports the filters the kernel uses: LZMA2, optionally
 // preceded by x86 BCJ.
-func xzDecompress(src []byte, limit uint64) ([]byte, error) {
+//
+// What it allocates follows what the data decodes to, not what the
+// stream's index declares: a few bytes that declare gigabytes get an error,
+// not the gigabytes.
+func Decompress(src []byte, limit uint64) ([]byte, error) {
 	if len(src) < 24 || !bytes.Equal(src[:6], xzMagic) {
 		return nil, errors.New("not an xz stream (bad magic)")
 	}
@@ -80,19 +86,20 @@ func xzDecompress(src []byte, limit uint64) ([]byte, error) {
 			return nil, fmt.Errorf("xz index: uncompressed size larger than %d bytes", limit)
 		}
 	}
-	out := make([]byte, total)
-	pos, opos := 12, uint64(0)
+	// The real kernel's payload decompresses to 7.7 times its size: this
+	// first guess fits it in one allocation.
+	out := make([]byte, 0, min(total, 16*uint64(len(src))+1<<20))
+	pos := 12
 	for n, b := range blocks {
 		padded := (b.unpadded + 3) &^ 3
 		if padded > uint64(indexStart-pos) {
 			return nil, fmt.Errorf("xz block %d: size %d runs past the index", n, b.unpadded)
 		}
 		blk := src[pos : pos+int(padded)]
-		if err := xzDecodeBlock(blk, b, check, out[opos:opos+b.uncompressed]); err != nil {
+		if out, err = xzDecodeBlock(blk, b, check, out); err != nil {
 			return nil, fmt.Errorf("xz block %d: %w", n, err)
 		}
 		pos += int(padded)
-		opos += b.uncompressed
 	}
 	if pos != indexStart {
 		return nil, fmt.Errorf("xz stream: %d bytes between the last block and the index", indexStart-pos)
@@ -184,20 +191,30 @@ func xzNewCheck(check byte) (hash.Hash, error) {
 	return nil, fmt.Errorf("unsupported check type %#x", check)
 }
 
-// xzDecodeBlock decodes one block (header through check) into out, which
-// has exactly the uncompressed size from the index.
-func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
+// xzDecodeBlock decodes one block (header through check) and appends its
+// data, of the uncompressed size from the index, to dst.
+func xzDecodeBlock(blk []byte, b xzBlock, check byte, dst []byte) ([]byte, error) {
+	out, err := decodeBlock(blk, b, check, dst[len(dst):])
+	return append(dst, out...), err
+}
+
+// decodeBlock decodes one block into out[:0], growing it as needed: out
+// shares dst's array when it has room.
+func decodeBlock(blk []byte, b xzBlock, check byte, out []byte) ([]byte, error) {
+	if len(blk) == 0 {
+		return nil, errors.New("empty (unpadded size 0)")
+	}
 	hsize := (int(blk[0]) + 1) * 4
 	if blk[0] == 0 || hsize > len(blk) {
-		return fmt.Errorf("bad header size byte %#x", blk[0])
+		return nil, fmt.Errorf("bad header size byte %#x", blk[0])
 	}
 	hdr := blk[:hsize-4]
 	if got, want := crc32.ChecksumIEEE(hdr), binary.LittleEndian.Uint32(blk[hsize-4:hsize]); got != want {
-		return fmt.Errorf("header crc32 %08x, want %08x", got, want)
+		return nil, fmt.Errorf("header crc32 %08x, want %08x", got, want)
 	}
 	flags := hdr[1]
 	if flags&0x3C != 0 {
-		return fmt.Errorf("reserved header flags %#x", flags)
+		return nil, fmt.Errorf("reserved header flags %#x", flags)
 	}
 	p := 2
 	field := func(what string) (uint64, error) {
@@ -209,25 +226,25 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 		return v, nil
 	}
 	if b.unpadded < uint64(hsize+xzCheckSize(check)) {
-		return fmt.Errorf("unpadded size %d smaller than header and check", b.unpadded)
+		return nil, fmt.Errorf("unpadded size %d smaller than header and check", b.unpadded)
 	}
 	csize := b.unpadded - uint64(hsize) - uint64(xzCheckSize(check))
 	if flags&0x40 != 0 {
 		v, err := field("compressed size")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if v != csize {
-			return fmt.Errorf("header says %d compressed bytes, index %d", v, csize)
+			return nil, fmt.Errorf("header says %d compressed bytes, index %d", v, csize)
 		}
 	}
 	if flags&0x80 != 0 {
 		v, err := field("uncompressed size")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if v != b.uncompressed {
-			return fmt.Errorf("header says %d uncompressed bytes, index %d", v, b.uncompressed)
+			return nil, fmt.Errorf("header says %d uncompressed bytes, index %d", v, b.uncompressed)
 		}
 	}
 	var (
@@ -239,14 +256,14 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 	for i := 0; i < nfilters; i++ {
 		id, err := field("filter id")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		psize, err := field("filter properties size")
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if psize > uint64(len(hdr)-p) {
-			return fmt.Errorf("filter %#x: properties run past the header", id)
+			return nil, fmt.Errorf("filter %#x: properties run past the header", id)
 		}
 		props := hdr[p : p+int(psize)]
 		p += int(psize)
@@ -259,36 +276,39 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 			case 4:
 				bcjStart = binary.LittleEndian.Uint32(props)
 			default:
-				return fmt.Errorf("x86 filter: %d property bytes", len(props))
+				return nil, fmt.Errorf("x86 filter: %d property bytes", len(props))
 			}
 		case id == xzFilterLZMA2 && last:
 			if len(props) != 1 || props[0] > 40 {
-				return fmt.Errorf("lzma2 filter: bad properties % x", props)
+				return nil, fmt.Errorf("lzma2 filter: bad properties % x", props)
 			}
 			dictCap = lzma2DictCap(props[0])
 		default:
-			return fmt.Errorf("unsupported filter chain: filter %#x in position %d of %d (want [x86] lzma2)", id, i+1, nfilters)
+			return nil, fmt.Errorf("unsupported filter chain: filter %#x in position %d of %d (want [x86] lzma2)", id, i+1, nfilters)
 		}
 	}
 	for _, c := range hdr[p:] {
 		if c != 0 {
-			return errors.New("header padding not zero")
+			return nil, errors.New("header padding not zero")
 		}
 	}
 
 	// The dictionary need not be larger than the block's output.
-	dictCap = min(dictCap, max(len(out), lzma.MinDictCap))
+	dictCap = int(min(uint64(dictCap), max(b.uncompressed, lzma.MinDictCap)))
+	if dictCap > MaxDict {
+		return nil, fmt.Errorf("lzma2 filter: a dictionary of %d bytes, more than the %d this reader allocates", dictCap, MaxDict)
+	}
 	data := blk[hsize : uint64(hsize)+csize]
 	r, err := lzma.Reader2Config{DictCap: dictCap}.NewReader2(bytes.NewReader(data))
 	if err != nil {
-		return fmt.Errorf("lzma2: %w", err)
+		return nil, fmt.Errorf("lzma2: %w", err)
 	}
-	if _, err := io.ReadFull(r, out); err != nil {
-		return fmt.Errorf("lzma2 data: %w", err)
+	if out, err = readFull(r, out[:0], b.uncompressed); err != nil {
+		return nil, fmt.Errorf("lzma2 data: %w", err)
 	}
 	var extra [1]byte
 	if n, err := r.Read(extra[:]); n != 0 || err != io.EOF {
-		return fmt.Errorf("lzma2 data: longer than the index's %d bytes", len(out))
+		return nil, fmt.Errorf("lzma2 data: longer than the index's %d bytes", len(out))
 	}
 	if bcj {
 		bcjX86Decode(out, bcjStart)
@@ -298,13 +318,13 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 	pad := (4 - csize%4) % 4
 	for _, c := range rest[:pad] {
 		if c != 0 {
-			return errors.New("block padding not zero")
+			return nil, errors.New("block padding not zero")
 		}
 	}
 	sum := rest[pad:]
 	h, err := xzNewCheck(check)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if h != nil {
 		h.Write(out)
@@ -316,10 +336,30 @@ func xzDecodeBlock(blk []byte, b xzBlock, check byte, out []byte) error {
 			}
 		}
 		if !bytes.Equal(got, sum) {
-			return fmt.Errorf("check of uncompressed data: got % x, want % x", got, sum)
+			return nil, fmt.Errorf("check of uncompressed data: got % x, want % x", got, sum)
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// readFull appends exactly n bytes from r to out, growing out as the data
+// arrives (at most doubling it) rather than to n at once.
+func readFull(r io.Reader, out []byte, n uint64) ([]byte, error) {
+	start := len(out)
+	for got := uint64(0); got < n; got = uint64(len(out) - start) {
+		if len(out) == cap(out) {
+			out = slices.Grow(out, int(min(n-got, max(uint64(len(out)), 64<<10))))
+		}
+		k, err := r.Read(out[len(out):min(cap(out), len(out)+int(n-got))])
+		out = out[:len(out)+k]
+		if err == io.EOF && uint64(len(out)-start) < n {
+			return out, io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 // lzma2DictCap decodes the LZMA2 dictionary size property byte.
