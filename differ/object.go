@@ -13,14 +13,14 @@ import (
 
 // object wraps one elfobj.File with the indexes the differ needs.
 type object struct {
-	f        *elfobj.File
-	funcs    map[string][]*elfobj.Symbol // defined STT_FUNC symbols by name
-	cold     map[string][]*elfobj.Symbol // cold parts by parent name (cold.go)
-	insns    map[*elfobj.Section][]insn  // decoded code, filled lazily
+	f     *elfobj.File
+	funcs map[string][]*elfobj.Symbol // defined STT_FUNC symbols by name
+	cold  map[string][]*elfobj.Symbol // cold parts by parent name (cold.go)
+	insns map[*elfobj.Section][]insn  // decoded code, filled lazily
 	// decoded, when not nil, holds decoded code by its bytes, shared
 	// with the other objects of one Diff: a section whose bytes did not
 	// change is decoded once (insns are never modified once made).
-	decoded map[string][]insn
+	decoded  map[string][]insn
 	incoming map[*elfobj.Section][]incoming
 }
 

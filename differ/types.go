@@ -320,16 +320,7 @@ func readTypes(f *elfobj.File) (*typeInfo, error) {
 		}
 	}
 	for _, s := range sigs {
-		var params []string
-		for _, k := range s.die.kids {
-			switch k.tag {
-			case dwarf.TagFormalParameter:
-				params = append(params, n.typeOf(k))
-			case dwarf.TagUnspecifiedParameters:
-				params = append(params, "...")
-			}
-		}
-		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: n.typeOf(s.die) + " (" + strings.Join(params, ", ") + ")", external: s.external})
+		ti.sigs[s.name] = append(ti.sigs[s.name], signature{text: n.typeOf(s.die) + " (" + n.params(s.die) + ")", external: s.external})
 	}
 	return ti, nil
 }
@@ -494,32 +485,72 @@ func (n *typeNamer) describe(t *typeDIE) string {
 		}
 		return dims + n.typeOf(t)
 	case dwarf.TagSubroutineType:
-		var params []string
-		for _, k := range t.kids {
-			switch k.tag {
-			case dwarf.TagFormalParameter:
-				params = append(params, n.typeOf(k))
-			case dwarf.TagUnspecifiedParameters:
-				params = append(params, "...")
-			}
-		}
-		return fmt.Sprintf("func(%s) %s", strings.Join(params, ", "), n.typeOf(t))
+		return "func(" + n.params(t) + ") " + n.typeOf(t)
 	}
-	kind := map[dwarf.Tag]string{dwarf.TagStructType: "struct", dwarf.TagUnionType: "union",
-		dwarf.TagEnumerationType: "enum", dwarf.TagClassType: "class"}[t.tag]
+	kind := kindName(t.tag)
 	if t.name != "" {
 		return kind + " " + t.name
 	}
-	var fields []string
+	var b strings.Builder
+	b.WriteString(kind)
+	b.WriteString(" {")
+	sep := ""
 	for _, k := range t.kids {
 		switch k.tag {
 		case dwarf.TagMember:
-			fields = append(fields, fmt.Sprintf("%s %s@%d", k.name, n.typeOf(k), k.off))
+			b.WriteString(sep)
+			b.WriteString(k.name)
+			b.WriteByte(' ')
+			b.WriteString(n.typeOf(k))
+			b.WriteByte('@')
+			b.WriteString(strconv.FormatInt(k.off, 10))
 		case dwarf.TagEnumerator:
-			fields = append(fields, fmt.Sprintf("%s=%v", k.name, k.value))
+			b.WriteString(sep)
+			fmt.Fprintf(&b, "%s=%v", k.name, k.value)
+		default:
+			continue
 		}
+		sep = "; "
 	}
-	return fmt.Sprintf("%s {%s}", kind, strings.Join(fields, "; "))
+	b.WriteByte('}')
+	return b.String()
+}
+
+// params lists the parameter types of a subprogram or subroutine type,
+// "..." for variadic ones.
+func (n *typeNamer) params(t *typeDIE) string {
+	var b strings.Builder
+	for _, k := range t.kids {
+		var p string
+		switch k.tag {
+		case dwarf.TagFormalParameter:
+			p = n.typeOf(k)
+		case dwarf.TagUnspecifiedParameters:
+			p = "..."
+		default:
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// kindName is the C keyword of a struct, union, enum or class type.
+func kindName(tag dwarf.Tag) string {
+	switch tag {
+	case dwarf.TagStructType:
+		return "struct"
+	case dwarf.TagUnionType:
+		return "union"
+	case dwarf.TagEnumerationType:
+		return "enum"
+	case dwarf.TagClassType:
+		return "class"
+	}
+	return ""
 }
 
 // layoutOf returns the layout a struct, union, or typedef of an
@@ -536,8 +567,10 @@ func (n *typeNamer) layoutOf(t *typeDIE) (string, string, layout, bool) {
 	if name == "" {
 		return "", "", layout{}, false
 	}
-	kind += map[dwarf.Tag]string{dwarf.TagStructType: "struct", dwarf.TagUnionType: "union"}[t.tag]
-	l := layout{size: t.size}
+	if t.tag == dwarf.TagStructType || t.tag == dwarf.TagUnionType {
+		kind += kindName(t.tag)
+	}
+	l := layout{size: t.size, members: make([]member, 0, len(t.kids))}
 	i := 0
 	for _, k := range t.kids {
 		if k.tag != dwarf.TagMember {
