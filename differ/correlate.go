@@ -3,7 +3,6 @@ package differ
 import (
 	"bytes"
 	"debug/elf"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -38,11 +37,33 @@ type Renamed struct{ Pre, Post string }
 // name a pre symbol has to NAME.post, so that name-based code (comparison,
 // extraction, fix-ups, pre relocations) sees the running kernel's names.
 
-var gccNumber = regexp.MustCompile(`\.[0-9]+`)
+// stem is name without gcc's numbers (every "." followed by digits,
+// with the digits): foo.isra.3 -> foo.isra, counter.7 -> counter,
+// foo.constprop.0.isra.1 -> foo.constprop.isra. It allocates only when
+// there are numbers to take out.
+func stem(name string) string {
+	var out []byte
+	for i := 0; i < len(name); {
+		if name[i] == '.' && i+1 < len(name) && isDigit(name[i+1]) {
+			if out == nil {
+				out = append(make([]byte, 0, len(name)), name[:i]...)
+			}
+			for i++; i < len(name) && isDigit(name[i]); i++ {
+			}
+			continue
+		}
+		if out != nil {
+			out = append(out, name[i])
+		}
+		i++
+	}
+	if out == nil {
+		return name
+	}
+	return string(out)
+}
 
-// stem is name without gcc's numbers: foo.isra.3 -> foo.isra,
-// counter.7 -> counter, foo.constprop.0.isra.1 -> foo.constprop.isra.
-func stem(name string) string { return gccNumber.ReplaceAllString(name, "") }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // renumberable reports symbols gcc names with a counter that may change
 // between builds.
