@@ -37,9 +37,35 @@ type Loader struct {
 	Modules string
 	// Debug, when set, receives the whole run-pre comparison.
 	Debug io.Writer
-	// Retries and RetryMS tell the helper how often and how long to wait
-	// when a task is inside the code; 0 takes the helper's defaults.
+	// Policy says how the helper waits for tasks inside the code.
+	Policy
+}
+
+// Policy is how the helper waits when a task is inside the code, handed to
+// it as module parameters.
+type Policy struct {
+	// Retries is how many more times to try after the first: negative
+	// takes the helper's default (5). RetryMS is the pause before each
+	// retry: 0 or less takes the helper's (100).
 	Retries, RetryMS int
+	// WalkDelayMS, a test hook, pauses between the walk of every task and
+	// the stop, so that a test can send a task into the code meanwhile.
+	WalkDelayMS int
+}
+
+// params returns the module parameters that say p, in a fixed order.
+func (p Policy) params() [][2]string {
+	var ps [][2]string
+	if p.Retries >= 0 {
+		ps = append(ps, [2]string{"retries", strconv.Itoa(p.Retries)})
+	}
+	if p.RetryMS > 0 {
+		ps = append(ps, [2]string{"retry_ms", strconv.Itoa(p.RetryMS)})
+	}
+	if p.WalkDelayMS > 0 {
+		ps = append(ps, [2]string{"walk_delay_ms", strconv.Itoa(p.WalkDelayMS)})
+	}
+	return ps
 }
 
 func (l *Loader) kallsymsPath() string {
@@ -92,7 +118,7 @@ func (e SiteBytes) String() string {
 }
 
 // Params returns the module parameters that hand the plan to the helper.
-func (p *Plan) Params(retries, retryMS int) string {
+func (p *Plan) Params(policy Policy) string {
 	addrs := make([]string, len(p.Addrs))
 	for i, a := range p.Addrs {
 		addrs[i] = fmt.Sprintf("0x%x", a)
@@ -102,11 +128,8 @@ func (p *Plan) Params(retries, retryMS int) string {
 		expect.WriteString(e.String())
 	}
 	params := fmt.Sprintf("addrs=%s expect=%s", strings.Join(addrs, ","), expect.String())
-	if retries > 0 {
-		params += fmt.Sprintf(" retries=%d", retries)
-	}
-	if retryMS > 0 {
-		params += fmt.Sprintf(" retry_ms=%d", retryMS)
+	for _, kv := range policy.params() {
+		params += " " + kv[0] + "=" + kv[1]
 	}
 	return params
 }
@@ -293,7 +316,7 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := loadModule(m.ModuleName, p.Files[m.Module], c.Plan.Params(l.Retries, l.RetryMS)); err != nil {
+	if err := loadModule(m.ModuleName, p.Files[m.Module], c.Plan.Params(l.Policy)); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, refuse(KindState, m.ID, err, "module %s is already loaded (another apply running?)", m.ModuleName)
 		}
@@ -338,16 +361,13 @@ func (l *Loader) Undo(id string) (*Status, error) {
 	return s, nil
 }
 
-// setRetries hands the retry policy to a loaded module (apply passes it at
-// load time instead).
+// setRetries hands the policy to a loaded module (apply passes it at load
+// time instead).
 func (l *Loader) setRetries(module string) error {
-	for name, v := range map[string]int{"retries": l.Retries, "retry_ms": l.RetryMS} {
-		if v <= 0 {
-			continue
-		}
-		path := filepath.Join(l.sysModule(), module, "parameters", name)
-		if err := os.WriteFile(path, []byte(strconv.Itoa(v)), 0); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
+	for _, kv := range l.Policy.params() {
+		path := filepath.Join(l.sysModule(), module, "parameters", kv[0])
+		if err := os.WriteFile(path, []byte(kv[1]), 0); err != nil {
+			return fmt.Errorf("setting %s: %w", kv[0], err)
 		}
 	}
 	return nil

@@ -115,9 +115,21 @@ func TestMakePlan(t *testing.T) {
 	if len(plan.Expect) != 1 || !bytes.Equal(plan.Expect[0].Bytes, want) || plan.Expect[0].Any != nil {
 		t.Errorf("Expect = % x, want % x", plan.Expect, want)
 	}
-	params := plan.Params(3, 50)
+	params := plan.Params(Policy{Retries: 3, RetryMS: 50})
 	if params != "addrs=0xffffffff81000000,0xffffffff81300000,0xffffffff81300100,0xffffffff82000010 expect=53488b3503 retries=3 retry_ms=50" {
 		t.Errorf("Params = %q", params)
+	}
+	for _, tc := range []struct {
+		p    Policy
+		want string
+	}{
+		{Policy{Retries: -1}, ""},
+		{Policy{}, " retries=0"},
+		{Policy{Retries: -1, WalkDelayMS: 2000}, " walk_delay_ms=2000"},
+	} {
+		if got, _ := strings.CutPrefix(plan.Params(tc.p), "addrs=0xffffffff81000000,0xffffffff81300000,0xffffffff81300100,0xffffffff82000010 expect=53488b3503"); got != tc.want {
+			t.Errorf("Params(%+v) ends %q, want %q", tc.p, got, tc.want)
+		}
 	}
 }
 

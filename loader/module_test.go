@@ -110,7 +110,7 @@ func TestMakePlanModule(t *testing.T) {
 	if got := plan.Expect[0].String(); got != "8b05xxxxxx" {
 		t.Errorf("Expect = %s, want 8b05xxxxxx", got)
 	}
-	if p := plan.Params(0, 0); !strings.HasSuffix(p, " expect=8b05xxxxxx") {
+	if p := plan.Params(Policy{Retries: -1}); !strings.HasSuffix(p, " expect=8b05xxxxxx") {
 		t.Errorf("Params = %s", p)
 	}
 

@@ -17,8 +17,10 @@ import (
 )
 
 func loaderFlags(cmd *cobra.Command, l *loader.Loader) {
-	cmd.Flags().IntVar(&l.Retries, "retries", 0, "how often to retry while a task is inside the code (default: the module's, 5)")
+	cmd.Flags().IntVar(&l.Retries, "retries", -1, "how often to retry while a task is inside the code (default: the module's, 5)")
 	cmd.Flags().IntVar(&l.RetryMS, "retry-ms", 0, "pause between retries in ms (default: the module's, 100)")
+	cmd.Flags().IntVar(&l.WalkDelayMS, "walk-delay-ms", 0, "test hook: pause between the walk of every task and the stop")
+	cmd.Flags().MarkHidden("walk-delay-ms")
 }
 
 // debugFlag adds --debug, which sends the whole run-pre comparison to

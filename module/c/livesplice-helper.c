@@ -5,7 +5,9 @@
  * It replaces functions of the running kernel by writing a 5-byte "jmp rel32"
  * into each of them, all in one stop_machine, after checking that no task is
  * inside the code and that every site still holds the bytes the loader
- * expects.  Everything that can be decided in userspace was: the addresses
+ * expects.  Every task (and every online CPU's idle task) is walked before
+ * the stop; inside it only the tasks that ran since their walk are walked
+ * again (docs/design.md, "The stack check").  Everything that can be decided in userspace was: the addresses
  * of the symbols it needs arrive in the "addrs" parameter and are only
  * checked here with sprint_symbol(); the bytes expected at each site arrive
  * in "expect".  The metadata of the update (functions, relocations) is in a
@@ -28,16 +30,19 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/cpu.h>
+#include <linux/bsearch.h>
 #include <linux/delay.h>
 #include <linux/kallsyms.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/task.h>
 #include <linux/sched/task_stack.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
@@ -61,6 +66,10 @@ MODULE_PARM_DESC(retries, "how many times to retry when a task is in the way (de
 static int retry_ms = 100;
 module_param(retry_ms, int, 0644);
 MODULE_PARM_DESC(retry_ms, "pause before each retry in milliseconds (default 100)");
+
+static int walk_delay_ms;
+module_param(walk_delay_ms, int, 0644);
+MODULE_PARM_DESC(walk_delay_ms, "test hook: pause between the walk of every task and the stop, in milliseconds (default 0)");
 
 #define LS_CALIBRATE_RUNS	7
 #define LS_ERROR_LEN		256
@@ -108,6 +117,8 @@ static struct {
 	ls_poke_fn text_poke_kgdb;
 	struct mutex *text_mutex;	/* the kernel's, taken around text writes */
 	ls_stop_fn stop_machine_cpuslocked;
+	struct task_struct *(*idle_task)(int cpu);
+	unsigned long *total_forks;
 	struct mutex *module_mutex;
 	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
@@ -120,20 +131,51 @@ static struct {
 	char error[LS_ERROR_LEN];
 	u64 apply_stop_ns, apply_work_ns;
 	u64 undo_stop_ns, undo_work_ns;
+	u64 apply_stop_tasks, undo_stop_tasks;	/* tasks walked in the stop */
 	u64 empty_stop_ns;
 } ls;
+
+/* A task found in the way of an operation. */
+struct ls_busy {
+	pid_t pid;
+	char comm[TASK_COMM_LEN];
+	unsigned long addr;
+	bool unreliable;		/* its stack could not be walked to the end */
+	bool idle;			/* it is a CPU's idle task */
+	bool in_stop;			/* seen in the stop: it ran after its walk */
+};
+
+/* What the walk before the stop saw of one task. */
+struct ls_seen {
+	struct task_struct *task;	/* a reference is held */
+	unsigned long switches;		/* nvcsw + nivcsw when it was walked */
+	bool recheck;			/* it ran during its walk: walk it in the stop */
+};
+
+/*
+ * The walk of every task before the stop.  Inside the stop only the tasks
+ * that have been switched out since their walk (their switch count moved:
+ * every task that ran since was, for the stop to run), those forked since,
+ * and those that ran during it are walked again.  full: the walk could not
+ * record every task, so the stop walks them all.
+ */
+struct ls_walk {
+	struct ls_seen *seen;		/* sorted by task */
+	unsigned int nr, cap;
+	unsigned long forks;		/* total_forks before the walk */
+	bool full;
+};
 
 /* Shared between a control write and its stop_machine callback. */
 struct ls_stop {
 	bool undo;
 	bool empty;			/* calibration: do nothing */
+	struct ls_walk *walk;
 	int result;			/* 0, -EBUSY or -EILSEQ */
-	pid_t pid;			/* -EBUSY: the task in the way */
-	char comm[TASK_COMM_LEN];
-	unsigned long addr;
-	bool unreliable;
+	struct ls_busy busy;		/* -EBUSY: the task in the way */
 	unsigned int func;		/* -EILSEQ: which function */
 	u8 found[LS_JMP_LEN];
+	unsigned int walked;		/* tasks walked inside the stop */
 	u64 work_ns;
 };
 
@@ -197,45 +239,230 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 	return false;
 }
 
-/* Unwind t; true (and d filled in) if it is in the way. */
-static bool ls_task_busy(struct task_struct *t, struct ls_stop *d)
+static unsigned long ls_switches(struct task_struct *t)
+{
+	return READ_ONCE(t->nvcsw) + READ_ONCE(t->nivcsw);
+}
+
+/*
+ * Unwind t as the kernel's reliable unwinder does (arch_stack_walk_reliable):
+ * the walk must reach the end of the stack or user mode's registers, and
+ * every frame must have a return address in kernel text.  True, with b
+ * filled in, if t is inside the code or its stack is unreliable.
+ */
+static bool ls_task_busy(struct task_struct *t, bool undo, struct ls_busy *b)
 {
 	struct unwind_state state;
-	unsigned long addr, last = 0;
+	struct pt_regs *regs;
+	unsigned long addr;
 
-	/*
-	 * All other CPUs are stopped, so nothing can free a stack under us;
-	 * a task whose stack is already gone has nothing on it.
-	 */
+	/* A task whose stack is already gone has nothing on it. */
 	if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
 		return false;
 
-	for (unwind_start(&state, t, NULL, NULL); !unwind_done(&state);
+	for (unwind_start(&state, t, NULL, NULL);
+	     !unwind_done(&state) && !unwind_error(&state);
 	     unwind_next_frame(&state)) {
+		regs = unwind_get_entry_regs(&state, NULL);
+		if (regs && user_mode(regs))
+			return false;
 		addr = unwind_get_return_address(&state);
-		if (!addr)
-			continue;
-		last = addr;
-		if (ls_addr_busy(addr, d->undo)) {
-			d->addr = addr;
+		if (!addr) {
+			b->unreliable = true;
+			b->addr = state.ip;
+			goto busy;
+		}
+		if (ls_addr_busy(addr, undo)) {
+			b->addr = addr;
 			goto busy;
 		}
 	}
 	if (!unwind_error(&state))
 		return false;
-	d->unreliable = true;
-	d->addr = state.ip ? state.ip : last;
+	b->unreliable = true;
+	b->addr = state.ip;
 busy:
-	d->pid = task_pid_nr(t);
-	strscpy(d->comm, t->comm, sizeof(d->comm));
+	b->pid = task_pid_nr(t);
+	b->idle = is_idle_task(t);
+	strscpy(b->comm, t->comm, sizeof(b->comm));
 	return true;
+}
+
+static int ls_cmp_seen(const void *a, const void *b)
+{
+	unsigned long x = (unsigned long)((const struct ls_seen *)a)->task;
+	unsigned long y = (unsigned long)((const struct ls_seen *)b)->task;
+
+	return x < y ? -1 : x > y;
+}
+
+static void ls_walk_free(struct ls_walk *w)
+{
+	unsigned int i;
+
+	for (i = 0; i < w->nr; i++)
+		put_task_struct(w->seen[i].task);
+	kvfree(w->seen);
+	memset(w, 0, sizeof(*w));
+}
+
+/*
+ * Walk t before the stop; -EBUSY (b filled in) if it is in the way and
+ * did not run meanwhile.  The switch count is read after on_cpu: a task
+ * switching out counts the switch before it clears on_cpu.
+ */
+static int ls_walk_task(struct ls_walk *w, struct task_struct *t, bool undo,
+			struct ls_busy *b)
+{
+	struct ls_seen *s;
+	struct ls_busy found = {};
+	bool busy;
+
+	if (w->nr == w->cap) {
+		w->full = true;
+		return 0;
+	}
+	s = &w->seen[w->nr++];
+	get_task_struct(t);
+	s->task = t;
+	/* Pairs with finish_task()'s release of on_cpu: the count is current. */
+	if (smp_load_acquire(&t->on_cpu)) {
+		s->recheck = true;
+		return 0;
+	}
+	s->switches = ls_switches(t);
+	/* The count before the stack, */
+	smp_rmb();
+	busy = ls_task_busy(t, undo, &found);
+	/* the stack before on_cpu and the count again. */
+	smp_rmb();
+	if (READ_ONCE(t->on_cpu) || ls_switches(t) != s->switches) {
+		s->recheck = true;
+		return 0;
+	}
+	if (!busy)
+		return 0;
+	*b = found;
+	return -EBUSY;
+}
+
+/*
+ * Walk every task and every online CPU's idle task (CPU hotplug is held
+ * off by the caller) before the stop.
+ */
+static int ls_walk_all(struct ls_walk *w, bool undo, struct ls_busy *b)
+{
+	struct task_struct *g, *t;
+	unsigned int n = 0;
+	int cpu, ret = 0;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		n++;
+	rcu_read_unlock();
+	w->cap = n + n / 4 + 64 + num_online_cpus();
+	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
+	if (!w->seen)
+		return -ENOMEM;
+	/* total_forks before the task list: a task forked later is new. */
+	w->forks = READ_ONCE(*ls.total_forks);
+	smp_rmb();
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		ret = ls_walk_task(w, t, undo, b);
+		if (ret || w->full)
+			goto out;	/* break leaves only the inner loop */
+	}
+out:
+	rcu_read_unlock();
+	for_each_online_cpu(cpu) {
+		if (ret || w->full)
+			break;
+		ret = ls_walk_task(w, ls.idle_task(cpu), undo, b);
+	}
+	if (ret)
+		return ret;
+	sort(w->seen, w->nr, sizeof(*w->seen), ls_cmp_seen, NULL);
+	return 0;
+}
+
+/*
+ * In the stop: is t (not on a CPU, or the one running this) in the way?
+ * Counted in d->walked.
+ */
+static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
+{
+	d->walked++;
+	if (!ls_task_busy(t, d->undo, &d->busy))
+		return false;
+	d->busy.in_stop = true;
+	return true;
+}
+
+/*
+ * Runs on one CPU while the others spin with interrupts off: every task is
+ * where it will be when the jumps are written.  The others' current tasks
+ * are their stoppers, in multi_cpu_stop like this one.
+ */
+static bool ls_stop_check(struct ls_stop *d)
+{
+	struct ls_walk *w = d->walk;
+	struct task_struct *g, *t;
+	struct ls_seen key, *s;
+	bool busy = false;
+	int cpu;
+
+	if (w->full) {
+		rcu_read_lock();
+		for_each_process_thread(g, t) {
+			if (t->on_cpu && t != current)
+				continue;
+			busy = ls_stop_busy(d, t);
+			if (busy)
+				goto full_out;
+		}
+full_out:
+		rcu_read_unlock();
+		for_each_online_cpu(cpu) {
+			t = ls.idle_task(cpu);
+			if (busy)
+				break;
+			if (!t->on_cpu || t == current)
+				busy = ls_stop_busy(d, t);
+		}
+		return busy;
+	}
+	for (s = w->seen; s < w->seen + w->nr; s++) {
+		t = s->task;
+		if (t->on_cpu && t != current)
+			continue;
+		if (!s->recheck && ls_switches(t) == s->switches)
+			continue;
+		if (ls_stop_busy(d, t))
+			return true;
+	}
+	if (READ_ONCE(*ls.total_forks) == w->forks)
+		return false;
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		key.task = t;
+		if ((t->on_cpu && t != current) ||
+		    bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen))
+			continue;
+		busy = ls_stop_busy(d, t);
+		if (busy)
+			goto out;
+	}
+out:
+	rcu_read_unlock();
+	return busy;
 }
 
 /* Runs on one CPU while the others spin with interrupts off. */
 static int ls_stop_cb(void *data)
 {
 	struct ls_stop *d = data;
-	struct task_struct *g, *t;
 	struct ls_site *s;
 	u64 start = ktime_get_ns();
 	unsigned int i;
@@ -243,17 +470,10 @@ static int ls_stop_cb(void *data)
 	if (d->empty)
 		goto out;
 
-	rcu_read_lock();
-	for_each_process_thread(g, t) {
-		if (t->on_cpu && t != current)
-			continue;
-		if (ls_task_busy(t, d)) {
-			rcu_read_unlock();
-			d->result = -EBUSY;
-			goto out;
-		}
+	if (ls_stop_check(d)) {
+		d->result = -EBUSY;
+		goto out;
 	}
-	rcu_read_unlock();
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		s = &ls.sites[i];
@@ -289,21 +509,39 @@ static void ls_sync_core(void *info)
 	sync_core();
 }
 
-/* One stop_machine with the lock order kprobes uses; returns its duration. */
+/*
+ * One stop_machine with the lock order kprobes uses, after the walk of
+ * every task (unless d->empty); returns the stop's duration in *stop_ns.
+ */
 static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 {
+	struct ls_walk w = {};
 	u64 start;
-	int ret;
+	int ret = 0;
 
+	*stop_ns = 0;
 	cpus_read_lock();
-	mutex_lock(ls.text_mutex);
-	start = ktime_get_ns();
-	ret = ls.stop_machine_cpuslocked(ls_stop_cb, d, NULL);
-	*stop_ns = ktime_get_ns() - start;
-	if (!ret && !d->empty)
-		on_each_cpu(ls_sync_core, NULL, 1);
-	mutex_unlock(ls.text_mutex);
+	if (!d->empty) {
+		ret = ls_walk_all(&w, d->undo, &d->busy);
+		d->walk = &w;
+		if (!ret && walk_delay_ms > 0) {
+			pr_info("walked %u task(s) before the stop; pausing %d ms (walk_delay_ms)\n",
+				w.nr, walk_delay_ms);
+			msleep(walk_delay_ms);
+		}
+	}
+	if (!ret) {
+		mutex_lock(ls.text_mutex);
+		start = ktime_get_ns();
+		ret = ls.stop_machine_cpuslocked(ls_stop_cb, d, NULL);
+		*stop_ns = ktime_get_ns() - start;
+		if (!ret && !d->empty)
+			on_each_cpu(ls_sync_core, NULL, 1);
+		mutex_unlock(ls.text_mutex);
+	}
 	cpus_read_unlock();
+	ls_walk_free(&w);
+	d->walk = NULL;
 	return ret;
 }
 
@@ -327,7 +565,9 @@ static void ls_mismatch(unsigned int i, bool undo, const u8 *found)
 static int ls_patch(bool undo)
 {
 	struct ls_stop d;
+	struct ls_busy *b = &d.busy;
 	int attempt, ret, n = max(READ_ONCE(retries), 0);
+	char who[TASK_COMM_LEN + 32];
 	u64 stop_ns;
 
 	for (attempt = 0;; attempt++) {
@@ -337,9 +577,11 @@ static int ls_patch(bool undo)
 		if (undo) {
 			ls.undo_stop_ns = stop_ns;
 			ls.undo_work_ns = d.work_ns;
+			ls.undo_stop_tasks = d.walked;
 		} else {
 			ls.apply_stop_ns = stop_ns;
 			ls.apply_work_ns = d.work_ns;
+			ls.apply_stop_tasks = d.walked;
 		}
 		if (ret != -EBUSY || attempt >= n)
 			break;
@@ -350,19 +592,24 @@ static int ls_patch(bool undo)
 	case 0:
 		break;
 	case -EBUSY:
-		if (d.unreliable)
-			snprintf(ls.error, sizeof(ls.error),
-				 "busy: task %d (%s) has an unreliable stack at %pS (%d tries, %d ms apart)",
-				 d.pid, d.comm, (void *)d.addr, attempt + 1,
-				 retry_ms);
+		if (b->idle)
+			snprintf(who, sizeof(who), "the idle task %s", b->comm);
 		else
-			snprintf(ls.error, sizeof(ls.error),
-				 "busy: task %d (%s) is inside %pS (%d tries, %d ms apart)",
-				 d.pid, d.comm, (void *)d.addr, attempt + 1,
-				 retry_ms);
+			snprintf(who, sizeof(who), "task %d (%s)", b->pid,
+				 b->comm);
+		snprintf(ls.error, sizeof(ls.error),
+			 "busy: %s %s %pS%s (%d tries, %d ms apart)", who,
+			 b->unreliable ? "has an unreliable stack at" : "is inside",
+			 (void *)b->addr,
+			 b->in_stop ? ", seen in the stop: it ran after the walk" : "",
+			 attempt + 1, retry_ms);
 		break;
 	case -EILSEQ:
 		ls_mismatch(d.func, undo, d.found);
+		break;
+	case -ENOMEM:
+		strscpy(ls.error, "stop: out of memory for the walk of every task",
+			sizeof(ls.error));
 		break;
 	default:
 		snprintf(ls.error, sizeof(ls.error),
@@ -750,7 +997,7 @@ static int ls_apply(void)
 			goto fail;
 		ob->in_op = true;
 	}
-	ls.apply_stop_ns = ls.apply_work_ns = 0;
+	ls.apply_stop_ns = ls.apply_work_ns = ls.apply_stop_tasks = 0;
 	for (o = 0; o < __livesplice_nr_objects; o++)
 		live += ls.objs[o].in_op;
 	if (live) {
@@ -765,9 +1012,9 @@ static int ls_apply(void)
 	}
 	add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 	WRITE_ONCE(ls.state, LS_APPLIED);
-	pr_info("applied %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns\n",
+	pr_info("applied %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop\n",
 		__livesplice_id, __livesplice_nr_funcs, live, ls.apply_stop_ns,
-		ls.apply_work_ns);
+		ls.apply_work_ns, ls.apply_stop_tasks);
 	return 0;
 fail:
 	for (o = 0; o < __livesplice_nr_objects; o++) {
@@ -793,7 +1040,7 @@ static int ls_undo(void)
 		ls.objs[o].in_op = ls.objs[o].patched;
 		live += ls.objs[o].in_op;
 	}
-	ls.undo_stop_ns = ls.undo_work_ns = 0;
+	ls.undo_stop_ns = ls.undo_work_ns = ls.undo_stop_tasks = 0;
 	if (live) {
 		ret = ls_patch(true);
 		if (ret) {
@@ -811,9 +1058,9 @@ static int ls_undo(void)
 	}
 	WRITE_ONCE(ls.state, LS_LOADED);
 	module_put(THIS_MODULE);
-	pr_info("undid %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns\n",
+	pr_info("undid %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop\n",
 		__livesplice_id, __livesplice_nr_funcs, live, ls.undo_stop_ns,
-		ls.undo_work_ns);
+		ls.undo_work_ns, ls.undo_stop_tasks);
 	return 0;
 }
 
@@ -917,6 +1164,8 @@ LS_NS_ATTR(apply_work_ns);
 LS_NS_ATTR(undo_stop_ns);
 LS_NS_ATTR(undo_work_ns);
 LS_NS_ATTR(empty_stop_ns);
+LS_NS_ATTR(apply_stop_tasks);
+LS_NS_ATTR(undo_stop_tasks);
 
 static ssize_t control_store(struct module_attribute *ma,
 			     struct module_kobject *mk, const char *buf,
@@ -964,6 +1213,8 @@ static struct attribute *ls_attrs[] = {
 	&ls_attr_undo_stop_ns.attr,
 	&ls_attr_undo_work_ns.attr,
 	&ls_attr_empty_stop_ns.attr,
+	&ls_attr_apply_stop_tasks.attr,
+	&ls_attr_undo_stop_tasks.attr,
 	NULL,
 };
 
@@ -1140,6 +1391,9 @@ static int __init ls_init(void)
 		(struct mutex *)__livesplice_addrs[LS_SYM_MODULE_MUTEX];
 	ls.find_module = (struct module *(*)(const char *))
 		__livesplice_addrs[LS_SYM_FIND_MODULE];
+	ls.idle_task = (struct task_struct *(*)(int))
+		__livesplice_addrs[LS_SYM_IDLE_TASK];
+	ls.total_forks = (unsigned long *)__livesplice_addrs[LS_SYM_TOTAL_FORKS];
 	for (i = 0; i < __livesplice_nr_funcs; i++)
 		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
