@@ -15,10 +15,15 @@ import (
 	"time"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/livesplice/livesplice/internal/xzdec"
 )
 
-// maxFileSize bounds what Read accepts for a single member.
-const maxFileSize = 256 << 20
+// maxPackSize bounds what Read accepts: the compressed pack, and the
+// files it holds together (a real update module is about 0.5 MB with its
+// debug information). What Read allocates is bounded by it, whatever sizes
+// the pack declares.
+const maxPackSize = 256 << 20
 
 // Pack is a pack read into memory.
 type Pack struct {
@@ -92,7 +97,12 @@ func ReadFile(name string) (*Pack, error) {
 		return nil, &FormatError{Pack: name, Err: err}
 	}
 	defer f.Close()
-	p, err := Read(f)
+	return readNamed(name, f)
+}
+
+// readNamed is Read with errors that name the pack.
+func readNamed(name string, r io.Reader) (*Pack, error) {
+	p, err := Read(r)
 	if err != nil {
 		return nil, &FormatError{Pack: name, Err: err}
 	}
@@ -103,13 +113,32 @@ func ReadFile(name string) (*Pack, error) {
 // every file it lists is present with the recorded sha256, and there is
 // nothing else.
 func Read(r io.Reader) (*Pack, error) {
-	xr, err := xz.NewReader(r)
+	src, err := io.ReadAll(io.LimitReader(r, maxPackSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("not an xz stream: %w", err)
+		return nil, err
 	}
-	tr := tar.NewReader(xr)
-	p := &Pack{Files: make(map[string][]byte)}
-	var manifest []byte
+	if len(src) > maxPackSize {
+		return nil, fmt.Errorf("larger than the %d bytes allowed", maxPackSize)
+	}
+	if !bytes.HasPrefix(src, []byte(xzdec.Magic)) {
+		return nil, errors.New("not an xz stream")
+	}
+	data, err := xzdec.Decompress(src, maxPackSize)
+	if err != nil {
+		return nil, fmt.Errorf("the archive is damaged or truncated: %w", err)
+	}
+	members, err := readArchive(data)
+	if err != nil {
+		return nil, err
+	}
+	return check(members)
+}
+
+// readArchive returns the members of the tar archive data, by name. Only
+// regular files with plain names are allowed, each once.
+func readArchive(data []byte) (map[string][]byte, error) {
+	tr := tar.NewReader(bytes.NewReader(data))
+	members := make(map[string][]byte)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -124,31 +153,39 @@ func Read(r io.Reader) (*Pack, error) {
 		if err := checkName(hdr.Name); err != nil {
 			return nil, err
 		}
-		if hdr.Size > maxFileSize {
-			return nil, fmt.Errorf("member %q is %d bytes, more than the %d allowed", hdr.Name, hdr.Size, maxFileSize)
+		// A sparse member's holes would be read as zeros the archive
+		// does not hold.
+		if _, sparse := hdr.PAXRecords["GNU.sparse.map"]; sparse || hdr.PAXRecords["GNU.sparse.major"] != "" {
+			return nil, fmt.Errorf("member %q is a sparse file", hdr.Name)
 		}
-		data, err := io.ReadAll(io.LimitReader(tr, maxFileSize))
-		if err != nil {
-			return nil, fmt.Errorf("the archive is damaged or truncated in member %q: %w", hdr.Name, err)
+		// Members are stored whole: none is larger than the archive, and
+		// together they are not either.
+		if hdr.Size < 0 || hdr.Size > int64(len(data)) {
+			return nil, fmt.Errorf("member %q says it is %d bytes, in an archive of %d", hdr.Name, hdr.Size, len(data))
 		}
-		if hdr.Name == ManifestName {
-			manifest = data
-			continue
-		}
-		if _, dup := p.Files[hdr.Name]; dup {
+		if _, dup := members[hdr.Name]; dup {
 			return nil, fmt.Errorf("member %q appears twice", hdr.Name)
 		}
-		p.Files[hdr.Name] = data
+		buf := make([]byte, hdr.Size)
+		if _, err := io.ReadFull(tr, buf); err != nil {
+			return nil, fmt.Errorf("the archive is damaged or truncated in member %q: %w", hdr.Name, err)
+		}
+		members[hdr.Name] = buf
 	}
-	if manifest == nil {
+	return members, nil
+}
+
+// check makes a pack of an archive's members: the manifest parses, is
+// complete, and lists exactly the other members, with their sha256.
+func check(members map[string][]byte) (*Pack, error) {
+	manifest, ok := members[ManifestName]
+	if !ok {
 		return nil, fmt.Errorf("no %s", ManifestName)
 	}
-	dec := json.NewDecoder(bytes.NewReader(manifest))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p.Manifest); err != nil {
-		return nil, fmt.Errorf("%s: %w", ManifestName, err)
-	}
-	if err := p.Manifest.Validate(); err != nil {
+	delete(members, ManifestName)
+	p := &Pack{Files: members}
+	var err error
+	if p.Manifest, err = decodeManifest(manifest); err != nil {
 		return nil, err
 	}
 	for name, want := range p.Manifest.Files {
@@ -167,6 +204,23 @@ func Read(r io.Reader) (*Pack, error) {
 		}
 	}
 	return p, nil
+}
+
+// decodeManifest parses and validates a manifest.
+func decodeManifest(b []byte) (Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", ManifestName, err)
+	}
+	if dec.More() {
+		return Manifest{}, fmt.Errorf("%s: data after the manifest", ManifestName)
+	}
+	if err := m.Validate(); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
 }
 
 // Validate checks that a manifest has what the loader needs.
@@ -204,9 +258,10 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-// complete reports whether f has what run-pre matching needs.
+// complete reports whether f has what run-pre matching needs, every
+// relocation and site inside the code it is of.
 func (f *Function) complete() bool {
-	return f.Name != "" && f.Object != "" && f.Size > 0 && len(f.PreCode) == f.Size && f.coldComplete()
+	return f.Name != "" && f.Object != "" && f.Size > 0 && len(f.PreCode) == f.Size && f.preInside() && f.coldComplete()
 }
 
 // CheckID checks that id is usable as an update id: 1 to 44 characters from

@@ -107,6 +107,14 @@ func TestReadRefuses(t *testing.T) {
 			m.Functions = []Function{m.Functions[0]}
 			m.Functions[0].Cold = []Function{{Name: "cmdline_proc_show.cold", Object: "ext4", Size: 3, PreCode: make([]byte, 3)}}
 		})}), "inconsistent"},
+		{"relocation past the code", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) {
+			m.Functions = []Function{m.Functions[0]}
+			m.Functions[0].PreRelocs = []Reloc{{Offset: 10, Type: elf.R_X86_64_PC32, Symbol: "x"}}
+		})}), "inconsistent"},
+		{"site past the code", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) {
+			m.Functions = []Function{m.Functions[0]}
+			m.Functions[0].PreSites = []Site{{Kind: SiteJumpLabel, Offset: 10, Len: 5}}
+		})}), "inconsistent"},
 		{"future format", rawPack(t, map[string]string{ManifestName: mj(func(m *Manifest) { m.Format = 99 })}), "format 99"},
 	}
 	for _, tt := range tests {

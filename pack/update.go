@@ -62,7 +62,30 @@ type Function struct {
 // needs.
 func (f *Function) coldComplete() bool {
 	for _, c := range f.Cold {
-		if c.Name == "" || c.Object != f.Object || c.Size <= 0 || len(c.PreCode) != c.Size || len(c.Cold) > 0 {
+		if c.Name == "" || c.Object != f.Object || c.Size <= 0 || len(c.PreCode) != c.Size || len(c.Cold) > 0 || !c.preInside() {
+			return false
+		}
+	}
+	return true
+}
+
+// preInside reports whether f's pre relocations and sites lie inside its
+// pre code, and each site's relocations inside the site's code.
+func (f *Function) preInside() bool {
+	for _, s := range f.PreSites {
+		if _, known := siteKindNames[s.Kind]; !known || s.Offset < 0 || s.Len <= 0 || s.Offset > len(f.PreCode)-s.Len ||
+			!relocsInside(s.Relocs, len(s.Code)) {
+			return false
+		}
+	}
+	return relocsInside(f.PreRelocs, len(f.PreCode))
+}
+
+// relocsInside reports whether every relocation's field lies inside n
+// bytes of code.
+func relocsInside(rs []Reloc, n int) bool {
+	for _, r := range rs {
+		if r.Offset >= uint64(n) || uint64(n)-r.Offset < uint64(FieldSize(r.Type)) {
 			return false
 		}
 	}
