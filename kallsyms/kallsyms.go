@@ -2,6 +2,7 @@ package kallsyms
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -53,38 +54,86 @@ func ReadFile(path string) (*Table, error) {
 func Parse(r io.Reader) (*Table, error) {
 	t := &Table{byName: make(map[string][]int)}
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	sc.Buffer(make([]byte, 0, 64*1024), maxLine)
 	line := 0
 	nonzero := false
 	for sc.Scan() {
 		line++
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 || len(fields[1]) != 1 {
-			return nil, fmt.Errorf("line %d: %q is not \"ADDRESS TYPE NAME [MODULE]\"", line, sc.Text())
-		}
-		addr, err := strconv.ParseUint(fields[0], 16, 64)
+		s, err := parseLine(sc.Text())
 		if err != nil {
-			return nil, fmt.Errorf("line %d: bad address %q: %w", line, fields[0], err)
+			return nil, &SyntaxError{Line: line, Text: sc.Text(), Err: err}
 		}
-		s := Symbol{Addr: addr, Type: fields[1][0], Name: fields[2], Seq: len(t.syms)}
-		if len(fields) > 3 {
-			s.Module = strings.Trim(fields[3], "[]")
-		}
-		nonzero = nonzero || addr != 0
+		s.Seq = len(t.syms)
+		nonzero = nonzero || s.Addr != 0
 		t.syms = append(t.syms, s)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, &SyntaxError{Line: line + 1, Err: err}
 	}
 	if len(t.syms) == 0 {
-		return nil, fmt.Errorf("no symbols")
+		return nil, ErrEmpty
 	}
 	if !nonzero {
-		return nil, fmt.Errorf("all addresses are zero: run as root with kernel.kptr_restrict < 2")
+		return nil, ErrRestricted
 	}
 	t.index()
 	return t, nil
 }
+
+// maxLine bounds a line: /proc/kallsyms lines are names of at most
+// KSYM_NAME_LEN (512) bytes and a module name.
+const maxLine = 1 << 20
+
+// errFormat says a line is not "ADDRESS TYPE NAME [MODULE]".
+var errFormat = errors.New(`not "ADDRESS TYPE NAME [MODULE]"`)
+
+// parseLine parses one line, "%px %c %s\t[%s]" as kernel/kallsyms.c
+// prints it, the module part only for a module's symbols.
+func parseLine(text string) (Symbol, error) {
+	fields := strings.Fields(text)
+	if len(fields) < 3 || len(fields) > 4 || len(fields[1]) != 1 {
+		return Symbol{}, errFormat
+	}
+	addr, err := strconv.ParseUint(fields[0], 16, 64)
+	if err != nil {
+		return Symbol{}, fmt.Errorf("bad address %q: %w", fields[0], err)
+	}
+	s := Symbol{Addr: addr, Type: fields[1][0], Name: fields[2]}
+	if len(fields) == 4 {
+		m, ok := strings.CutPrefix(fields[3], "[")
+		if m, ok = strings.CutSuffix(m, "]"); !ok || m == "" {
+			return Symbol{}, fmt.Errorf("module %q is not [NAME]", fields[3])
+		}
+		s.Module = m
+	}
+	return s, nil
+}
+
+// Errors of Parse for tables it reads but cannot use.
+var (
+	ErrEmpty      = errors.New("no symbols")
+	ErrRestricted = errors.New("all addresses are zero: run as root with kernel.kptr_restrict < 2")
+)
+
+// SyntaxError says a line of a symbol table cannot be read.
+type SyntaxError struct {
+	Line int    // from 1
+	Text string // the line, if it was read
+	Err  error
+}
+
+func (e *SyntaxError) Error() string {
+	if e.Text == "" {
+		return fmt.Sprintf("line %d: %v", e.Line, e.Err)
+	}
+	text := e.Text
+	if len(text) > 100 {
+		text = text[:100] + "..."
+	}
+	return fmt.Sprintf("line %d: %q: %v", e.Line, text, e.Err)
+}
+
+func (e *SyntaxError) Unwrap() error { return e.Err }
 
 // index sorts the symbols by address and indexes them by name.
 func (t *Table) index() {

@@ -62,11 +62,19 @@ func TestParseRefuses(t *testing.T) {
 		{"garbage", "hello\n", "line 1"},
 		{"badaddr", "zzzz T foo\n", "bad address"},
 		{"empty", "", "no symbols"},
+		{"module not bracketed", "ffffffff81000000 T _text\nffffffffc0000000 t f loop\n", `line 2: "ffffffffc0000000 t f loop": module "loop" is not [NAME]`},
+		{"module empty", "ffffffffc0000000 t f\t[]\n", "module \"[]\" is not [NAME]"},
+		{"fifth field", "ffffffffc0000000 t f [loop] x\n", "line 1"},
+		{"line too long", "ffffffff81000000 T _text\nffffffff81000000 T " + strings.Repeat("x", maxLine) + "\n", "line 2: bufio.Scanner: token too long"},
 	}
 	for _, tt := range tests {
 		_, err := Parse(strings.NewReader(tt.in))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want error containing %q", tt.name, err, tt.want)
+		}
+		var se *SyntaxError
+		if typed := errors.As(err, &se) || errors.Is(err, ErrEmpty) || errors.Is(err, ErrRestricted); !typed {
+			t.Errorf("%s: error %v is neither a SyntaxError, ErrEmpty nor ErrRestricted", tt.name, err)
 		}
 	}
 }
