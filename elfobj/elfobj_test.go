@@ -192,13 +192,6 @@ func corrupt(data []byte, at int, x byte) []byte {
 	return out
 }
 
-func FuzzParse(f *testing.F) {
-	f.Add([]byte("\x7fELF"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		Parse("fuzz.o", data) //nolint:errcheck // only checks for panics
-	})
-}
-
 func TestClone(t *testing.T) {
 	sec := &Section{Index: 1, Name: ".text.f", Type: elf.SHT_PROGBITS, Data: []byte{0xc3}, Size: 1}
 	sym := &Symbol{Index: 1, Name: "f", Type: elf.STT_FUNC, Section: sec, Size: 1}
