@@ -24,7 +24,7 @@ OLD_TARBALL    := $(OLD_SOURCE_DIR)/usr/src/linux-source-6.1.tar.xz
 
 export LIVESPLICE_CACHE := $(CACHE)
 
-.PHONY: all build demo test unit vet kernel-inputs apt-packages bench coverage clean
+.PHONY: all build demo test unit vet fuzz kernel-inputs apt-packages bench coverage clean
 
 all: build
 
@@ -73,9 +73,22 @@ vet:
 # Every test: unit tests, the module build, the qemu harness, then the
 # end-to-end tests on Debian's kernel, verbose so that their measurements
 # (stop time, ratio to an empty stop_machine) are printed.
-test: kernel-inputs vet
+test: kernel-inputs vet fuzz
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /e2e$$)
 	$(GO) test -count=1 -timeout 60m -v ./e2e/
+
+# The readers of untrusted or damaged input, each fuzzed for FUZZTIME from
+# its seeds of real inputs (see docs/design.md, "Fuzzing"); a failing input
+# is written to PKG/testdata/fuzz/TARGET/. FUZZTIME=10m fuzzes longer.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := internal/xzdec:FuzzDecompress pack:FuzzRead pack:FuzzArchive \
+	pack:FuzzManifest kallsyms:FuzzParse bootimage:FuzzParse bootimage:FuzzImage \
+	bootimage:FuzzBuildID elfobj:FuzzParse
+fuzz: kernel-inputs
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz: $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) \
+			-fuzzminimizetime 5s ./$$pkg || exit 1; done
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
