@@ -36,7 +36,7 @@ func siteCheck(pre *object, fn *elfobj.Symbol) (int, []Refusal) {
 	if fn.Size < uint64(site+pack.JumpLen) {
 		return site, []Refusal{ref("function is %d bytes: too short for the %d-byte jump", fn.Size, pack.JumpLen)}
 	}
-	var rs []Refusal
+	rs := stopPathCheck(fn, ref)
 	rs = append(rs, relocsInWindow(pre, fn, site, ref)...)
 	rs = append(rs, entriesInWindow(pre, fn, site, ref)...)
 	rs = append(rs, branchesIntoWindow(pre, fn, site, ref)...)

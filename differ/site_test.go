@@ -184,3 +184,37 @@ func windowTarget(f *elfobj.File, kind string) *elfobj.Symbol {
 	}
 	panic(kind)
 }
+
+// Code other CPUs may run while the jump is written is refused by name
+// (stop_machine's spin loop) or by section (NMI and entry code).
+func TestStopPath(t *testing.T) {
+	code := []byte{0xe8, 0, 0, 0, 0, 0x31, 0xc0, 0x31, 0xc0, 0x90, 0x90, 0xc3}
+	tests := []struct {
+		fn, sec string
+		want    string // substring of a refusal; "" for none
+	}{
+		{"pipe_read", ".text.pipe_read", ""},
+		{"default_idle", ".cpuidle.text", ""},
+		{"multi_cpu_stop", ".text.multi_cpu_stop", "runs on the other CPUs while stop_machine writes the jump"},
+		{"rcu_momentary_dyntick_idle", ".text.rcu_momentary_dyntick_idle", "its spin loop"},
+		{"exc_nmi", ".noinstr.text", "is in .noinstr.text, code an NMI runs on any CPU"},
+		{"entry_SYSCALL_64", ".entry.text", "is in .entry.text"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.fn, func(t *testing.T) {
+			f, fn := handObject(code, nil)
+			fn.Name, fn.Section.Name = tc.fn, tc.sec
+			_, rs := siteCheck(newObject(f), fn)
+			got := ""
+			for _, r := range rs {
+				if r.Kind != RefuseSite {
+					t.Errorf("refusal kind %v, want %v", r.Kind, RefuseSite)
+				}
+				got += r.Reason + "\n"
+			}
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("refusals = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
