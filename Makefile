@@ -24,7 +24,7 @@ OLD_TARBALL    := $(OLD_SOURCE_DIR)/usr/src/linux-source-6.1.tar.xz
 
 export LIVESPLICE_CACHE := $(CACHE)
 
-.PHONY: all build demo test unit vet fuzz kernel-inputs apt-packages bench coverage clean
+.PHONY: all build demo test unit vet fuzz kernel-inputs apt-packages bench bench-stop soak coverage clean
 
 all: build
 
@@ -92,6 +92,20 @@ fuzz: kernel-inputs
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Stop time (not part of `make test`): per configuration (2 and 4 vCPUs,
+# ~50 and ~2,000 tasks) one boot of 20 apply/undo cycles of the demo fix,
+# each apply after a calibrate of 7 empty stop_machines; prints medians and
+# spread. BENCH_STOP_FLAGS: --cycles N, --vcpus 2,4, --tasks 50,2000.
+bench-stop: kernel-inputs
+	$(GO) run ./cmd/livesplice-bench-stop --cache $(CACHE) $(BENCH_STOP_FLAGS)
+
+# Soak (not part of `make test`, whose TestSoak runs 100 cycles): 1,000
+# apply/undo cycles of the demo fix in one boot while a reader on every
+# vCPU checks each answer of /proc/cmdline. SOAK_FLAGS: --cycles N,
+# --vcpus N, --tasks N, --console FILE.
+soak: kernel-inputs
+	$(GO) run ./cmd/livesplice-soak --cache $(CACHE) $(SOAK_FLAGS)
 
 # Coverage on the dev corpus, written to docs/coverage.md (not part of
 # `make test`): every .c patch of the corpus delta that Debian builds,

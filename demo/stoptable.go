@@ -1,0 +1,146 @@
+package demo
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Spread is a sample's median and spread.
+type Spread struct {
+	N                          int
+	Min, P10, Median, P90, Max float64
+}
+
+// SpreadOf returns xs's spread (percentiles interpolated between the
+// closest ranks), leaving out unknown values (negative); N is 0 if none
+// is known.
+func SpreadOf(xs []float64) Spread {
+	var v []float64
+	for _, x := range xs {
+		if x >= 0 {
+			v = append(v, x)
+		}
+	}
+	if len(v) == 0 {
+		return Spread{}
+	}
+	slices.Sort(v)
+	q := func(p float64) float64 {
+		pos := p * float64(len(v)-1)
+		i := int(math.Floor(pos))
+		if i+1 >= len(v) {
+			return v[len(v)-1]
+		}
+		return v[i] + (pos-float64(i))*(v[i+1]-v[i])
+	}
+	return Spread{N: len(v), Min: v[0], P10: q(0.1), Median: q(0.5), P90: q(0.9), Max: v[len(v)-1]}
+}
+
+// StopStats are a boot's stop times in µs and their ratios.
+type StopStats struct {
+	Apply, Undo, Empty Spread
+	// ApplyRatio and UndoRatio are the per-cycle ratios to the cycle's
+	// empty stop.
+	ApplyRatio, UndoRatio Spread
+	// ApplyTasks and UndoTasks are the tasks walked inside the stop (N 0:
+	// the helper does not say).
+	ApplyTasks, UndoTasks Spread
+}
+
+// Stops computes the stop statistics of the run's cycles that applied
+// and undid.
+func (r *CycleRun) Stops() StopStats {
+	var a, u, e, ar, ur, at, ut []float64
+	us := func(ns int64) float64 {
+		if ns < 0 {
+			return -1
+		}
+		return float64(ns) / 1e3
+	}
+	ratio := func(x, y int64) float64 {
+		if x < 0 || y <= 0 {
+			return -1
+		}
+		return float64(x) / float64(y)
+	}
+	for _, c := range r.Cycles {
+		if c.ApplyRC != 0 || c.UndoRC != 0 {
+			continue
+		}
+		a, u, e = append(a, us(c.ApplyNS)), append(u, us(c.UndoNS)), append(e, us(c.EmptyNS))
+		ar, ur = append(ar, ratio(c.ApplyNS, c.EmptyNS)), append(ur, ratio(c.UndoNS, c.EmptyNS))
+		at, ut = append(at, float64(c.ApplyTasks)), append(ut, float64(c.UndoTasks))
+	}
+	return StopStats{
+		Apply: SpreadOf(a), Undo: SpreadOf(u), Empty: SpreadOf(e),
+		ApplyRatio: SpreadOf(ar), UndoRatio: SpreadOf(ur),
+		ApplyTasks: SpreadOf(at), UndoTasks: SpreadOf(ut),
+	}
+}
+
+// WriteStopTable prints a run's stop statistics: one row per measure
+// with its median and spread, then the ratios of the medians.
+func WriteStopTable(w io.Writer, r *CycleRun) error {
+	st := r.Stops()
+	ok := st.Apply.N
+	fmt.Fprintf(w, "%d vCPUs, %d tasks: %d of %d cycles applied and undone in one boot (%s)\n",
+		r.Options.SMP, r.Tasks, ok, r.Options.Cycles, r.Duration.Round(1e9))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tmedian\tmin\tp10\tp90\tmax\t")
+	row := func(name string, s Spread, format string) {
+		cells := []string{name}
+		for _, v := range []float64{s.Median, s.Min, s.P10, s.P90, s.Max} {
+			if s.N == 0 {
+				cells = append(cells, "-")
+			} else {
+				cells = append(cells, fmt.Sprintf(format, v))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	row("apply stop µs", st.Apply, "%.0f")
+	row("undo stop µs", st.Undo, "%.0f")
+	row("empty stop µs (median of 7, before each apply)", st.Empty, "%.0f")
+	row("apply / empty (per cycle)", st.ApplyRatio, "%.2fx")
+	row("undo / empty (per cycle)", st.UndoRatio, "%.2fx")
+	row("tasks walked in the apply stop", st.ApplyTasks, "%.0f")
+	row("tasks walked in the undo stop", st.UndoTasks, "%.0f")
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	of := func(x, y Spread) string {
+		if x.N == 0 || y.N == 0 || y.Median == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", x.Median/y.Median)
+	}
+	_, err := fmt.Fprintf(w, "ratio of medians: apply/empty %s, undo/empty %s\n", of(st.Apply, st.Empty), of(st.Undo, st.Empty))
+	return err
+}
+
+// WriteStopSummary prints one line of medians per run.
+func WriteStopSummary(w io.Writer, runs []*CycleRun) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "vCPUs\ttasks\tcycles\tapply µs\tundo µs\tempty µs\tapply/empty\tmedian apply/median empty\ttasks walked (apply)\t")
+	for _, r := range runs {
+		st := r.Stops()
+		med := func(s Spread, format string) string {
+			if s.N == 0 {
+				return "-"
+			}
+			return fmt.Sprintf(format, s.Median)
+		}
+		ofMedians := "-"
+		if st.Apply.N > 0 && st.Empty.N > 0 && st.Empty.Median > 0 {
+			ofMedians = fmt.Sprintf("%.2fx", st.Apply.Median/st.Empty.Median)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Options.SMP, r.Tasks, st.Apply.N,
+			med(st.Apply, "%.0f"), med(st.Undo, "%.0f"), med(st.Empty, "%.0f"),
+			med(st.ApplyRatio, "%.2fx"), ofMedians, med(st.ApplyTasks, "%.0f"))
+	}
+	return tw.Flush()
+}
