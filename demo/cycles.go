@@ -37,6 +37,9 @@ type Cycle struct {
 	// EmptyNS is the median of the 7 empty stop_machines that apply's
 	// calibrate ran just before this apply.
 	EmptyNS, ApplyNS, UndoNS int64
+	// ApplyWorkNS and UndoWorkNS are the time spent in the stop's
+	// callback on the CPU that patches.
+	ApplyWorkNS, UndoWorkNS int64
 	// ApplyTasks and UndoTasks are the tasks walked inside the stop.
 	ApplyTasks, UndoTasks int64
 	// ApplyMS and UndoMS are how long livesplice apply and undo ran.
@@ -143,6 +146,7 @@ func parseCycle(args string) Cycle {
 	c.ApplyRC, c.UndoRC = int(kv.int("apply_rc")), int(kv.int("undo_rc"))
 	c.EmptyNS, c.ApplyNS, c.UndoNS = kv.int("empty_ns"), kv.int("apply_ns"), kv.int("undo_ns")
 	c.ApplyTasks, c.UndoTasks = kv.int("apply_tasks"), kv.int("undo_tasks")
+	c.ApplyWorkNS, c.UndoWorkNS = kv.int("apply_work_ns"), kv.int("undo_work_ns")
 	c.ApplyMS, c.UndoMS = kv.int("apply_ms"), kv.int("undo_ms")
 	c.AppliedReads, c.UndoneReads = kv.int("applied_reads"), kv.int("undone_reads")
 	c.MovingReads, c.Wrong = kv.int("moving_reads"), kv.int("wrong")

@@ -43,6 +43,8 @@ func SpreadOf(xs []float64) Spread {
 // StopStats are a boot's stop times in µs and their ratios.
 type StopStats struct {
 	Apply, Undo, Empty Spread
+	// ApplyWork and UndoWork are the time in the stop's callback, µs.
+	ApplyWork, UndoWork Spread
 	// ApplyRatio and UndoRatio are the per-cycle ratios to the cycle's
 	// empty stop.
 	ApplyRatio, UndoRatio Spread
@@ -54,7 +56,7 @@ type StopStats struct {
 // Stops computes the stop statistics of the run's cycles that applied
 // and undid.
 func (r *CycleRun) Stops() StopStats {
-	var a, u, e, ar, ur, at, ut []float64
+	var a, u, e, aw, uw, ar, ur, at, ut []float64
 	us := func(ns int64) float64 {
 		if ns < 0 {
 			return -1
@@ -72,11 +74,13 @@ func (r *CycleRun) Stops() StopStats {
 			continue
 		}
 		a, u, e = append(a, us(c.ApplyNS)), append(u, us(c.UndoNS)), append(e, us(c.EmptyNS))
+		aw, uw = append(aw, us(c.ApplyWorkNS)), append(uw, us(c.UndoWorkNS))
 		ar, ur = append(ar, ratio(c.ApplyNS, c.EmptyNS)), append(ur, ratio(c.UndoNS, c.EmptyNS))
 		at, ut = append(at, float64(c.ApplyTasks)), append(ut, float64(c.UndoTasks))
 	}
 	return StopStats{
 		Apply: SpreadOf(a), Undo: SpreadOf(u), Empty: SpreadOf(e),
+		ApplyWork: SpreadOf(aw), UndoWork: SpreadOf(uw),
 		ApplyRatio: SpreadOf(ar), UndoRatio: SpreadOf(ur),
 		ApplyTasks: SpreadOf(at), UndoTasks: SpreadOf(ut),
 	}
@@ -105,6 +109,8 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 	row("apply stop µs", st.Apply, "%.0f")
 	row("undo stop µs", st.Undo, "%.0f")
 	row("empty stop µs (median of 7, before each apply)", st.Empty, "%.0f")
+	row("apply work µs (in the callback)", st.ApplyWork, "%.0f")
+	row("undo work µs", st.UndoWork, "%.0f")
 	row("apply / empty (per cycle)", st.ApplyRatio, "%.2fx")
 	row("undo / empty (per cycle)", st.UndoRatio, "%.2fx")
 	row("tasks walked in the apply stop", st.ApplyTasks, "%.0f")

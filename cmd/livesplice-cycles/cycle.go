@@ -19,6 +19,7 @@ import (
 type result struct {
 	applyRC, undoRC          int
 	emptyNS, applyNS, undoNS int64
+	applyWorkNS, undoWorkNS  int64
 	applyTasks, undoTasks    int64
 	applyMS, undoMS          int64
 	reads                    counts
@@ -26,7 +27,7 @@ type result struct {
 }
 
 func newResult() result {
-	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, applyTasks: -1, undoTasks: -1}
+	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, applyTasks: -1, undoTasks: -1, applyWorkNS: -1, undoWorkNS: -1}
 }
 
 // line is the cycle's "@@cycle" line, which demo.RunCycles parses.
@@ -37,8 +38,8 @@ func (r result) line(n int) string {
 		}
 		return strconv.FormatInt(x, 10)
 	}
-	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s apply_ns=%s apply_tasks=%s undo_ns=%s undo_tasks=%s apply_ms=%d undo_ms=%d applied_reads=%d undone_reads=%d moving_reads=%d wrong=%d",
-		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.applyNS), v(r.applyTasks), v(r.undoNS), v(r.undoTasks),
+	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s apply_ns=%s apply_tasks=%s apply_work_ns=%s undo_ns=%s undo_tasks=%s undo_work_ns=%s apply_ms=%d undo_ms=%d applied_reads=%d undone_reads=%d moving_reads=%d wrong=%d",
+		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.applyNS), v(r.applyTasks), v(r.applyWorkNS), v(r.undoNS), v(r.undoTasks), v(r.undoWorkNS),
 		r.applyMS, r.undoMS, r.reads.applied, r.reads.undone, r.reads.moving, r.reads.wrong)
 }
 
@@ -62,6 +63,7 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 		r.emptyNS = readInt(filepath.Join(dir, "empty_stop_ns"))
 		r.applyNS = readInt(filepath.Join(dir, "apply_stop_ns"))
 		r.applyTasks = readInt(filepath.Join(dir, "apply_stop_tasks"))
+		r.applyWorkNS = readInt(filepath.Join(dir, "apply_work_ns"))
 	}
 	time.Sleep(dwell)
 
@@ -76,8 +78,9 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 	for _, rec := range r.kmsg {
 		if m := undidRE.FindStringSubmatch(rec); m != nil && m[1] == o.id {
 			r.undoNS, _ = strconv.ParseInt(m[2], 10, 64)
-			if m[3] != "" {
-				r.undoTasks, _ = strconv.ParseInt(m[3], 10, 64)
+			r.undoWorkNS, _ = strconv.ParseInt(m[3], 10, 64)
+			if m[4] != "" {
+				r.undoTasks, _ = strconv.ParseInt(m[4], 10, 64)
 			}
 		}
 	}
@@ -87,7 +90,7 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 
 // undidRE matches the helper's log record of an undo; helpers before the
 // stop's re-walk do not say how many tasks it walked.
-var undidRE = regexp.MustCompile(`undid (\S+) .*: stop (\d+) ns, work \d+ ns(?:, (\d+) task)?`)
+var undidRE = regexp.MustCompile(`undid (\S+) .*: stop (\d+) ns, work (\d+) ns(?:, (\d+) task)?`)
 
 func livesplice(o options, args ...string) ([]byte, int64, error) {
 	cmd := exec.Command(o.livesplice, args...)
