@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -37,6 +38,15 @@ type Loader struct {
 	Modules string
 	// Debug, when set, receives the whole run-pre comparison.
 	Debug io.Writer
+	// Notify, when set, receives what apply and undo do besides their
+	// job: waiting for another one, unloading a leftover.
+	Notify io.Writer
+	// LockFile is the lock apply and undo hold (DefaultLockFile);
+	// LockWait how long they wait for it (DefaultLockWait).
+	LockFile string
+	LockWait time.Duration
+	// Fault, a test hook, is a fault point (Faults) to strike at.
+	Fault string
 	// Policy says how the helper waits for tasks inside the code.
 	Policy
 }
@@ -291,10 +301,21 @@ func CheckKernel(m *pack.Manifest, release, version, procVersion string) error {
 }
 
 // Apply loads the pack's module and has it patch the kernel. On any
-// refusal the module is unloaded again and the kernel is unchanged.
+// refusal the module is unloaded again and the kernel is unchanged. One
+// apply or undo runs at a time (the lock, LockFile): a module of this
+// update found loaded but not applied is what an interrupted apply or
+// undo left, and is unloaded before starting over.
 func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	m := &p.Manifest
-	loaded, err := l.List()
+	if err := l.checkFault(); err != nil {
+		return nil, err
+	}
+	unlock, err := l.lock("apply", m.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	loaded, err := l.list(lockHolder{}, false)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +325,13 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	}
 	for _, s := range loaded {
 		if s.ID == m.ID {
-			return nil, refuse(KindState, m.ID, nil, "already loaded (state %s); undo it first", s.State)
+			if s.State == "applied" {
+				return nil, refuse(KindState, m.ID, nil, "already applied (livesplice list shows it); `livesplice undo %s` takes it out", m.ID)
+			}
+			if err := l.unloadLeftover(s); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		for _, f := range s.Functions {
 			if fn := (pack.Symbol{Name: f.Name, Object: f.Object}); mine[fn] && s.State == "applied" {
@@ -316,9 +343,11 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := loadModule(m.ModuleName, p.Files[m.Module], c.Plan.Params(l.Policy)); err != nil {
+	l.fault(FaultApplyBeforeLoad)
+	image, plan := l.faulty(m, p.Files[m.Module], c.Plan)
+	if err := loadModule(m.ModuleName, image, plan.Params(l.Policy)); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return nil, refuse(KindState, m.ID, err, "module %s is already loaded (another apply running?)", m.ModuleName)
+			return nil, refuse(KindState, m.ID, err, "module %s is already loaded, by something else than livesplice apply", m.ModuleName)
 		}
 		return nil, refuse(KindLoad, m.ID, err, "loading module %s", m.ModuleName)
 	}
@@ -331,16 +360,43 @@ func (l *Loader) Apply(p *pack.Pack) (*Status, error) {
 	if err := l.control(m.ID, m.ModuleName, "calibrate"); err != nil {
 		return fail(err)
 	}
+	l.fault(FaultApplyAfterLoad)
 	if err := l.control(m.ID, m.ModuleName, "apply"); err != nil {
 		return fail(err)
 	}
+	l.fault(FaultApplyAfterStop)
 	return l.readStatus(m.ModuleName)
 }
 
-// Undo takes update id back out and unloads its module. The returned
-// status is the last one read before the unload, with the undo stop time.
+// unloadLeftover unloads the module of an update that is loaded, not
+// applied, and that no other apply or undo is at work on.
+func (l *Loader) unloadLeftover(s *Status) error {
+	if l.Notify != nil {
+		fmt.Fprintf(l.Notify, "livesplice: update %s was left loaded, not applied, by an interrupted %s: unloading it and starting over\n", s.ID, s.Leftover.op())
+	}
+	if err := unloadModule(s.Module); err != nil {
+		return refuse(KindLoad, s.ID, err, "%s; unloading module %s failed", s.Note, s.Module)
+	}
+	return nil
+}
+
+// Undo takes update id back out and unloads its module; an update loaded
+// but not applied (Status.Leftover) is only unloaded. The returned status
+// is the last one read before the unload, with the undo stop time.
 func (l *Loader) Undo(id string) (*Status, error) {
-	s, err := l.Show(id)
+	if err := l.checkFault(); err != nil {
+		return nil, err
+	}
+	unlock, err := l.lock("undo", id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	all, err := l.list(lockHolder{}, false)
+	if err != nil {
+		return nil, err
+	}
+	s, err := findStatus(id, all)
 	if err != nil {
 		return nil, err
 	}
@@ -348,14 +404,19 @@ func (l *Loader) Undo(id string) (*Status, error) {
 		if err := l.setRetries(s.Module); err != nil {
 			return nil, err
 		}
+		l.fault(FaultUndoBeforeStop)
 		if err := l.control(id, s.Module, "undo"); err != nil {
 			return nil, err
 		}
+		l.fault(FaultUndoAfterStop)
 		if s, err = l.readStatus(s.Module); err != nil {
 			return nil, err
 		}
 	}
 	if err := unloadModule(s.Module); err != nil {
+		if s.Leftover != "" {
+			return nil, refuse(KindLoad, id, err, "%s; unloading module %s failed", s.Note, s.Module)
+		}
 		return nil, refuse(KindLoad, id, err, "undone, but unloading module %s failed", s.Module)
 	}
 	return s, nil
@@ -374,7 +435,8 @@ func (l *Loader) setRetries(module string) error {
 }
 
 // loadModule loads a module image with parameters, through a memfd so that
-// nothing is written to disk.
+// nothing is written to disk. A refusal quotes what the kernel logged
+// while it tried.
 func loadModule(name string, image []byte, params string) error {
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
 	if err != nil {
@@ -385,8 +447,10 @@ func loadModule(name string, image []byte, params string) error {
 	if _, err := f.Write(image); err != nil {
 		return err
 	}
+	log := openKernelLog()
+	defer log.close()
 	if err := unix.FinitModule(fd, params, 0); err != nil {
-		if msgs := kernelMessages(name); msgs != "" {
+		if msgs := log.since(name); msgs != "" {
 			return fmt.Errorf("%w; kernel said: %s", err, msgs)
 		}
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EKEYREJECTED) {
@@ -401,19 +465,41 @@ func unloadModule(name string) error {
 	return unix.DeleteModule(name, unix.O_NONBLOCK)
 }
 
-// kernelMessages returns the recent kernel log lines that mention name.
-// It reads /dev/kmsg with raw non-blocking reads: through os.File the Go
-// runtime would wait for more records instead of returning at the end.
-func kernelMessages(name string) string {
+// kernelLog reads the kernel log (/dev/kmsg) from where it was opened,
+// with raw non-blocking reads: through os.File the Go runtime would wait
+// for more records instead of returning at the end.
+type kernelLog struct{ fd int }
+
+// openKernelLog opens the kernel log at its end (fd -1 if it cannot).
+func openKernelLog() kernelLog {
 	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return kernelLog{-1}
+	}
+	if _, err := unix.Seek(fd, 0, unix.SEEK_END); err != nil {
+		unix.Close(fd)
+		return kernelLog{-1}
+	}
+	return kernelLog{fd}
+}
+
+func (k kernelLog) close() {
+	if k.fd >= 0 {
+		unix.Close(k.fd)
+	}
+}
+
+// since returns the last lines logged since the log was opened: those
+// that mention name, or, when none does (the kernel's module loader
+// refusing an image does not name it), all of them.
+func (k kernelLog) since(name string) string {
+	if k.fd < 0 {
 		return ""
 	}
-	defer unix.Close(fd)
-	var lines []string
+	var all, named []string
 	buf := make([]byte, 8192)
 	for {
-		n, err := unix.Read(fd, buf)
+		n, err := unix.Read(k.fd, buf)
 		if errors.Is(err, unix.EPIPE) {
 			continue // records were overwritten while reading
 		}
@@ -421,13 +507,18 @@ func kernelMessages(name string) string {
 			break
 		}
 		record, _, _ := strings.Cut(string(buf[:n]), "\n")
-		_, msg, ok := strings.Cut(record, ";")
-		if ok && strings.Contains(msg, name) {
-			lines = append(lines, msg)
+		if _, msg, ok := strings.Cut(record, ";"); ok {
+			all = append(all, msg)
+			if strings.Contains(msg, name) {
+				named = append(named, msg)
+			}
 		}
 	}
-	if len(lines) > 3 {
-		lines = lines[len(lines)-3:]
+	if len(named) > 0 {
+		all = named
 	}
-	return strings.Join(lines, " | ")
+	if len(all) > 3 {
+		all = all[len(all)-3:]
+	}
+	return strings.Join(all, " | ")
 }

@@ -32,6 +32,54 @@ type Status struct {
 	// success): a refused apply or undo, or a module whose load it
 	// refused.
 	Error string `json:"error,omitempty"`
+	// Leftover says why an update is loaded but not applied, and Note
+	// says it in words, with what to do (both "" otherwise).
+	Leftover Leftover `json:"leftover,omitempty"`
+	Note     string   `json:"note,omitempty"`
+}
+
+// Leftover is why an update module is loaded but not applied.
+type Leftover string
+
+// The leftovers.
+const (
+	// LeftApply: an apply stopped between the load and the stop (killed,
+	// or its unload failed); the kernel code is as it was.
+	LeftApply Leftover = "apply-interrupted"
+	// LeftUndo: an undo restored the code and stopped before the unload.
+	LeftUndo Leftover = "undo-interrupted"
+	// LeftAtWork: an apply or undo of this update is at work right now.
+	LeftAtWork Leftover = "at-work"
+)
+
+// op is the operation that left the update loaded: apply or undo.
+func (left Leftover) op() string {
+	if left == LeftUndo {
+		return "undo"
+	}
+	return "apply"
+}
+
+// explain sets s's Leftover and Note for a loaded, not applied update;
+// holder is who holds the loader's lock, if held.
+func (s *Status) explain(holder lockHolder, held bool) {
+	if s.State != "loaded" {
+		return
+	}
+	switch {
+	case held && holder.id == s.ID:
+		s.Leftover = LeftAtWork
+		s.Note = fmt.Sprintf("loaded, not applied yet: %s is at work on it", holder)
+	case s.UndoStopNS > 0:
+		s.Leftover = LeftUndo
+		s.Note = fmt.Sprintf("undone, not unloaded: an undo restored the code and was interrupted before unloading the module; `livesplice undo %s` unloads it", s.ID)
+	default:
+		s.Leftover = LeftApply
+		s.Note = fmt.Sprintf("loaded, not applied: an apply was interrupted after loading the module, before patching; the kernel code is unchanged; `livesplice undo %s` unloads it, and applying the pack again starts over", s.ID)
+	}
+	if s.Error != "" {
+		s.Note += " (last error: " + s.Error + ")"
+	}
 }
 
 // FunctionStatus is one replaced function.
@@ -109,8 +157,16 @@ func (l *Loader) readStatus(module string) (*Status, error) {
 	return s, nil
 }
 
-// List returns every update module loaded in the kernel, by id.
+// List returns every update module loaded in the kernel, by id; an update
+// loaded but not applied says why (Status.Leftover, Note).
 func (l *Loader) List() ([]*Status, error) {
+	return l.list(l.holder())
+}
+
+// list is List with who holds the loader's lock, if held; apply and undo,
+// which hold it, pass nobody: an update loaded but not applied is then
+// one that no other livesplice is at work on.
+func (l *Loader) list(holder lockHolder, held bool) ([]*Status, error) {
 	entries, err := os.ReadDir(l.sysModule())
 	if err != nil {
 		return nil, err
@@ -127,6 +183,7 @@ func (l *Loader) List() ([]*Status, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.explain(holder, held)
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -139,6 +196,11 @@ func (l *Loader) Show(id string) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	return findStatus(id, all)
+}
+
+// findStatus returns the update with the given id among all.
+func findStatus(id string, all []*Status) (*Status, error) {
 	for _, s := range all {
 		if s.ID == id {
 			return s, nil

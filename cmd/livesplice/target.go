@@ -21,6 +21,10 @@ func loaderFlags(cmd *cobra.Command, l *loader.Loader) {
 	cmd.Flags().IntVar(&l.RetryMS, "retry-ms", 0, "pause between retries in ms (default: the module's, 100)")
 	cmd.Flags().IntVar(&l.WalkDelayMS, "walk-delay-ms", 0, "test hook: pause between the walk of every task and the stop")
 	cmd.Flags().MarkHidden("walk-delay-ms")
+	cmd.Flags().DurationVar(&l.LockWait, "lock-wait", loader.DefaultLockWait, "how long to wait for another apply or undo to finish")
+	l.Notify = os.Stderr
+	// A test hook: kill the process at a fault point (loader.Faults).
+	l.Fault = os.Getenv("LIVESPLICE_FAULT")
 }
 
 // debugFlag adds --debug, which sends the whole run-pre comparison to
@@ -113,7 +117,14 @@ func undoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("undone %s: %s restored; stop %s\n", s.ID, plainNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
+			switch s.Leftover {
+			case loader.LeftApply:
+				fmt.Printf("unloaded %s: it was loaded, not applied (an interrupted apply); the kernel code was not changed by it\n", s.ID)
+			case loader.LeftUndo:
+				fmt.Printf("unloaded %s: an earlier undo had restored %s, stop %s; only the unload was left\n", s.ID, plainNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
+			default:
+				fmt.Printf("undone %s: %s restored; stop %s\n", s.ID, plainNames(s), stopText(s.UndoStopNS, s.EmptyStopNS))
+			}
 			return nil
 		},
 	}
@@ -141,7 +152,15 @@ func listCmd() *cobra.Command {
 			for _, s := range all {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.ID, s.State, functionNames(s), stopText(s.ApplyStopNS, s.EmptyStopNS))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, s := range all {
+				if s.Note != "" {
+					fmt.Printf("%s: %s\n", s.ID, s.Note)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -164,6 +183,9 @@ func showCmd() *cobra.Command {
 				return printJSON(s)
 			}
 			fmt.Printf("id:          %s\nmodule:      %s\nstate:       %s\n", s.ID, s.Module, s.State)
+			if s.Note != "" {
+				fmt.Printf("note:        %s\n", s.Note)
+			}
 			if s.Description != "" {
 				fmt.Printf("description: %s\n", s.Description)
 			}
