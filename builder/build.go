@@ -214,20 +214,45 @@ func Build(ctx context.Context, o Options) (*pack.Manifest, error) {
 // patched tree into work/post, and returns the kernel object each is
 // built into (objectOf). Foreign objects (linked into neither vmlinux nor
 // a module) are built too, and refused if the patch changes them.
+//
+// An object is built under the path kbuild gives it (Tree.kbuildTargets)
+// when its directory's Makefile does not name it (Tree.ownTargets), or
+// when the pristine tree does not build it under its own path; the
+// results keep the source's path.
 func (o Options) compile(ctx context.Context, objects, foreign []string, work string) (map[string]string, error) {
 	kernelObjects := map[string]string{}
 	pre, post := filepath.Join(work, "pre"), filepath.Join(work, "post")
-	err := o.Tree.BuildWithPatch(ctx, o.Patch, false, append(slices.Clip(objects), foreign...), pre, post,
-		func() error {
-			for _, obj := range objects {
-				ko, err := objectOf(o.Tree.Dir, obj)
-				if err != nil {
-					return err
+	build := func(targets []string) error {
+		return o.Tree.BuildWithPatch(ctx, o.Patch, false, append(slices.Clip(targets), foreign...), pre, post,
+			func() error {
+				for i, obj := range objects {
+					ko, err := objectOf(o.Tree.Dir, targets[i])
+					if err != nil {
+						return err
+					}
+					kernelObjects[obj] = ko
 				}
-				kernelObjects[obj] = ko
-			}
-			return nil
-		})
+				return nil
+			})
+	}
+	targets := objects
+	if !o.Tree.ownTargets(objects) {
+		var err error
+		if targets, err = o.Tree.kbuildTargets(ctx, objects); err != nil {
+			return nil, err
+		}
+	}
+	err := build(targets)
+	var ce *CompileError
+	if errors.As(err, &ce) && ce.Pristine && slices.Equal(targets, objects) {
+		alt, terr := o.Tree.kbuildTargets(ctx, objects)
+		if terr != nil {
+			return nil, errors.Join(err, terr)
+		}
+		if !slices.Equal(alt, objects) {
+			err = build(alt)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

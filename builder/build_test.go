@@ -17,7 +17,8 @@ import (
 const release = "6.1.0-56-amd64"
 
 // realInputs returns the build options for Debian's prepared 6.1.0-56
-// tree and headers, or fails the test saying how to get them.
+// tree and headers and patch (relative to testdata), or fails the test
+// saying how to get them.
 func realInputs(t *testing.T, patch string) builder.Options {
 	t.Helper()
 	tree := &builder.Tree{Dir: cache.Tree(cache.Dir(), release), Release: release, CC: "gcc-12"}
@@ -31,7 +32,7 @@ func realInputs(t *testing.T, patch string) builder.Options {
 	work := t.TempDir()
 	return builder.Options{
 		Tree: tree, Config: config, Headers: headers, ID: "nextboot",
-		Patch:   filepath.Join(filepath.Dir(file), "..", "testdata", "nextboot", patch),
+		Patch:   filepath.Join(filepath.Dir(file), "..", "testdata", patch),
 		Out:     filepath.Join(work, "nextboot.tar.xz"),
 		WorkDir: work,
 	}
@@ -52,7 +53,7 @@ func TestBuildNextBoot(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.patch, func(t *testing.T) {
-			o := realInputs(t, tc.patch)
+			o := realInputs(t, filepath.Join("nextboot", tc.patch))
 			m, err := builder.Build(context.Background(), o)
 			if tc.funcs == "" {
 				var ne *builder.NothingToDoError
@@ -91,5 +92,19 @@ func TestBuildNextBoot(t *testing.T) {
 				t.Errorf("manifest NextBoot = %q (returned %q), want %q", got, m.NextBoot, tc.nextBoot)
 			}
 		})
+	}
+}
+
+// An object another directory's Makefile builds is built as kbuild builds
+// it: KVM's kvm_main.o into kvm.ko, not as a vmlinux object of its own
+// directory.
+func TestBuildOtherMakefile(t *testing.T) {
+	o := realInputs(t, "kbuild/kvm-yield-to-no-boost.patch")
+	m, err := builder.Build(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Functions) != 1 || m.Functions[0].Name != "kvm_vcpu_yield_to" || m.Functions[0].Object != "kvm" {
+		t.Fatalf("functions %+v, want kvm_vcpu_yield_to of kvm", m.Functions)
 	}
 }

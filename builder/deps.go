@@ -1132,6 +1132,57 @@ func (t *Tree) Dependents(ctx context.Context, ix *DepIndex, files []string) ([]
 	return out, nil
 }
 
+// kbuildTargets returns, for each object (a source's path with .o), the
+// path kbuild builds it under, from the tree's dependency index (made
+// once, see DepIndex): an object a parent directory's Makefile builds
+// (amdgpu's pm/ and display/, KVM's virt/kvm/) is a target only under
+// that path, such as arch/x86/kvm/../../../virt/kvm/kvm_main.o, and make
+// of the plain path misses the Makefile's flags. Objects the index does
+// not know keep their path.
+func (t *Tree) kbuildTargets(ctx context.Context, objects []string) ([]string, error) {
+	unlock, err := t.Lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ix, err := t.DepIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ix.targets(objects), nil
+}
+
+// ownTargets reports whether the kbuild file of each object's directory
+// (Kbuild, else Makefile) names the object: else kbuild builds it from
+// another directory's Makefile (virt/kvm/ has none: arch/x86/kvm's builds
+// it into kvm.ko), and make of its plain path compiles it with the wrong
+// flags, as part of vmlinux.
+func (t *Tree) ownTargets(objects []string) bool {
+	for _, obj := range objects {
+		dir := filepath.Join(t.Dir, filepath.Dir(obj))
+		data, err := os.ReadFile(filepath.Join(dir, "Kbuild"))
+		if err != nil {
+			data, err = os.ReadFile(filepath.Join(dir, "Makefile"))
+		}
+		if err != nil || !bytes.Contains(data, []byte(filepath.Base(obj))) {
+			return false
+		}
+	}
+	return true
+}
+
+// targets maps objects to their kbuild paths (kbuildTargets).
+func (ix *DepIndex) targets(objects []string) []string {
+	out := make([]string, len(objects))
+	for i, obj := range objects {
+		out[i] = obj
+		if o, ok := ix.Lookup(obj); ok {
+			out[i] = o.Path
+		}
+	}
+	return out
+}
+
 // patchObjects returns the objects to rebuild for a patch that changes
 // files: the object of each .c file, and every object of the tree's config
 // that includes a changed header (Dependents). Objects linked into neither

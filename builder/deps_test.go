@@ -686,3 +686,50 @@ func TestBuildHeaders(t *testing.T) {
 		})
 	}
 }
+
+// An object a parent directory's Makefile builds is a target under that
+// Makefile's path only.
+func TestDepIndexTargets(t *testing.T) {
+	ix := &DepIndex{Objects: []IndexObject{
+		{Path: "arch/x86/kvm/../../../virt/kvm/kvm_main.o"},
+		{Path: "drivers/gpu/drm/amd/amdgpu/../pm/powerplay/hwmgr/smu7_hwmgr.o"},
+		{Path: "fs/pipe.o"},
+	}}
+	got := ix.targets([]string{"virt/kvm/kvm_main.o", "drivers/gpu/drm/amd/pm/powerplay/hwmgr/smu7_hwmgr.o", "fs/pipe.o", "new/file.o"})
+	want := []string{"arch/x86/kvm/../../../virt/kvm/kvm_main.o", "drivers/gpu/drm/amd/amdgpu/../pm/powerplay/hwmgr/smu7_hwmgr.o", "fs/pipe.o", "new/file.o"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("targets = %q, want %q", got, want)
+	}
+}
+
+func TestOwnTargets(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string]string{
+		"fs/Makefile":         "obj-y += pipe.o namei.o\n",
+		"drv/Kbuild":          "obj-m += d.o\n",
+		"drv/Makefile":        "obj-m += other.o\n",
+		"virt/kvm/kvm_main.c": "",
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree := &Tree{Dir: dir}
+	for _, tc := range []struct {
+		objects []string
+		want    bool
+	}{
+		{[]string{"fs/pipe.o", "fs/namei.o"}, true},
+		{[]string{"drv/d.o"}, true},              // Kbuild first
+		{[]string{"drv/other.o"}, false},         // only in the Makefile Kbuild hides
+		{[]string{"virt/kvm/kvm_main.o"}, false}, // no kbuild file
+		{[]string{"fs/pipe.o", "fs/read_write.o"}, false},
+	} {
+		if got := tree.ownTargets(tc.objects); got != tc.want {
+			t.Errorf("ownTargets(%q) = %v, want %v", tc.objects, got, tc.want)
+		}
+	}
+}
