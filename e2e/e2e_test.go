@@ -90,13 +90,16 @@ func boot(t *testing.T, s demo.Setup, bin string, packs map[string]string, scena
 	return bootWith(t, s, bin, packs, scenario, guest.Config{}, extra...)
 }
 
-// bootWith boots with cfg (CPU model, command line...) and checks that the
-// scenario finished without kernel problems.
+// bootWith boots with cfg (CPU model, command line, timeout: 3 minutes
+// unless set...) and checks that the scenario finished without kernel
+// problems.
 func bootWith(t *testing.T, s demo.Setup, bin string, packs map[string]string, scenario string, cfg guest.Config, extra ...guest.File) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cfg.Timeout = 3 * time.Minute
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Minute
+	}
 	res, err := s.Boot(ctx, bin, packs, scenario, cfg, extra...)
 	if err != nil {
 		t.Fatalf("guest: %v", err)
