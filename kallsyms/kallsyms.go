@@ -91,7 +91,8 @@ var errFormat = errors.New(`not "ADDRESS TYPE NAME [MODULE]"`)
 // prints it, the module part only for a module's symbols.
 func parseLine(text string) (Symbol, error) {
 	fields := strings.Fields(text)
-	if len(fields) < 3 || len(fields) > 4 || len(fields[1]) != 1 {
+	// The type is one printable ASCII character (an nm letter).
+	if len(fields) < 3 || len(fields) > 4 || len(fields[1]) != 1 || fields[1][0] <= ' ' || fields[1][0] > '~' {
 		return Symbol{}, errFormat
 	}
 	addr, err := strconv.ParseUint(fields[0], 16, 64)
