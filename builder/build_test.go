@@ -108,3 +108,36 @@ func TestBuildOtherMakefile(t *testing.T) {
 		t.Fatalf("functions %+v, want kvm_vcpu_yield_to of kvm", m.Functions)
 	}
 }
+
+// A kbuild .cmd file cut short or interleaved by an earlier build (seen in
+// a tree two builds had shared) does not stop the next build: it is
+// removed and the object built again.
+func TestBuildBrokenCmdFile(t *testing.T) {
+	o := realInputs(t, filepath.Join("nextboot", "init-and-runtime.patch"))
+	// Built and broken under the tree's lock, as builds use the tree; a
+	// build that takes the lock before this one repairs the file too.
+	unlock, err := o.Tree.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := filepath.Join(o.Tree.Dir, "fs/proc/.cmdline.o.cmd")
+	err = o.Tree.Make(context.Background(), "fs/proc/cmdline.o")
+	var data []byte
+	if err == nil {
+		data, err = os.ReadFile(cmd)
+	}
+	if err == nil {
+		err = os.WriteFile(cmd, append(data, "\nm.o)\n"...), 0o644)
+	}
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := builder.Build(context.Background(), o); err != nil {
+		t.Fatalf("Build with a broken %s: %v", cmd, err)
+	}
+	again, err := os.ReadFile(cmd)
+	if err != nil || strings.Contains(string(again), "m.o)") {
+		t.Errorf("%s was not rebuilt (%v)", cmd, err)
+	}
+}

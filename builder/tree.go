@@ -162,8 +162,16 @@ func (t *Tree) Make(ctx context.Context, args ...string) error {
 }
 
 // makeOutput runs make like Make and returns its whole output.
+//
+// A kbuild .cmd file make cannot read is removed and make run once more
+// (removeBrokenCmdFiles).
 func (t *Tree) makeOutput(ctx context.Context, args ...string) (string, error) {
-	return t.output(ctx, t.Dir, "make", append(t.makeVars(), args...)...)
+	argv := append(t.makeVars(), args...)
+	out, err := t.output(ctx, t.Dir, "make", argv...)
+	if err != nil && ctx.Err() == nil && t.removeBrokenCmdFiles(out) {
+		out, err = t.output(ctx, t.Dir, "make", argv...)
+	}
+	return out, err
 }
 
 // Lock takes an exclusive lock on the tree: a build patches the sources in
@@ -356,6 +364,33 @@ func (t *Tree) makeAndCopy(ctx context.Context, patch string, pristine bool, obj
 	}
 	return nil
 }
+
+// removeBrokenCmdFiles removes the kbuild .cmd files make could not read
+// (out says "FILE.cmd:LINE: *** missing separator"): a build killed while
+// writing one, or two builds of one object at once, leave it cut short or
+// interleaved, and every later make in its directory fails on it. Without
+// it kbuild just builds the object again. It reports whether it removed
+// any.
+func (t *Tree) removeBrokenCmdFiles(out string) bool {
+	removed := false
+	for _, m := range brokenCmdFile.FindAllStringSubmatch(out, -1) {
+		rel := filepath.Clean(m[1])
+		if filepath.IsAbs(rel) || strings.HasPrefix(rel, "..") {
+			continue
+		}
+		if os.Remove(filepath.Join(t.Dir, rel)) == nil {
+			if t.Stderr != nil {
+				fmt.Fprintf(t.Stderr, "livesplice: %s in %s could not be read by make (cut short or interleaved by an earlier build): removed, building again\n", rel, t.Dir)
+			}
+			removed = true
+		}
+	}
+	return removed
+}
+
+// brokenCmdFile is make's complaint about a kbuild .cmd file it cannot
+// parse.
+var brokenCmdFile = regexp.MustCompile(`(?m)^(\S*\.cmd):\d+: \*\*\* missing separator`)
 
 // CompilerText returns CONFIG_CC_VERSION_TEXT from the tree's .config.
 func (t *Tree) CompilerText() (string, error) {

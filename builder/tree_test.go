@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -49,5 +50,38 @@ func TestLockRestores(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, backupDir)); err == nil {
 			t.Errorf("reverse=%v: the backup is still there", reverse)
 		}
+	}
+}
+
+// A .cmd file make cannot parse is removed so that kbuild builds its
+// object again; paths outside the tree are left alone.
+func TestRemoveBrokenCmdFiles(t *testing.T) {
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "drivers/char/ipmi/.ipmi_si_platform.o.cmd")
+	outside := filepath.Join(filepath.Dir(dir), ".outside.cmd")
+	for _, p := range []string{broken, outside} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("m.o)\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer os.Remove(outside)
+	tree := &Tree{Dir: dir}
+	// What make printed for a real one, interleaved by two builds at once.
+	out := "  DESCEND objtool\ndrivers/char/ipmi/.ipmi_si_platform.o.cmd:1196: *** missing separator.  Stop.\n" +
+		"make[2]: *** [scripts/Makefile.build:508: drivers/char] Error 2\n../.outside.cmd:3: *** missing separator.  Stop.\n"
+	if !tree.removeBrokenCmdFiles(out) {
+		t.Error("removeBrokenCmdFiles = false, want true")
+	}
+	if _, err := os.Stat(broken); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the broken .cmd file is still there: %v", err)
+	}
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("a file outside the tree was removed: %v", err)
+	}
+	if tree.removeBrokenCmdFiles("fs/proc/cmdline.c:12:1: error: expected ';'\n") {
+		t.Error("removeBrokenCmdFiles of a compiler error = true")
 	}
 }
