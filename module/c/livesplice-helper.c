@@ -7,7 +7,9 @@
  * inside the code and that every site still holds the bytes the loader
  * expects.  Every task (and every online CPU's idle task) is walked before
  * the stop; inside it only the tasks that ran since their walk are walked
- * again (docs/design.md, "The stack check").  Everything that can be decided in userspace was: the addresses
+ * again (docs/design.md, "The stack check").
+ *
+ * Everything that can be decided in userspace was: the addresses
  * of the symbols it needs arrive in the "addrs" parameter and are only
  * checked here with sprint_symbol(); the bytes expected at each site arrive
  * in "expect".  The metadata of the update (functions, relocations) is in a
