@@ -67,19 +67,26 @@ run kill-undo-after-stop env LIVESPLICE_FAULT=undo:after-stop livesplice undo de
 look undo-after-stop
 run recover-undo-after-stop livesplice undo demo-cmdline
 
+# pauses counts the helper's pauses between its walk and its stop
+# (--walk-delay-ms); await_pause N waits, at most 30 s, for more than N.
+pauses() { dmesg | grep -c 'pausing .* ms (walk_delay_ms)'; }
+await_pause() {
+	n=0
+	until [ "$(pauses)" -gt "$1" ]; do
+		n=$((n + 1))
+		[ $n -lt 600 ] || break
+		usleep 50000
+	done
+}
+
 # Killed inside the control write (paused by the helper between its walk
 # and its stop): the write, and so the apply, finishes before the process
 # dies.
 step kill-in-stop
-n0=$(dmesg | grep -c 'pausing .* ms (walk_delay_ms)')
+n0=$(pauses)
 livesplice apply --walk-delay-ms 2000 $A 2>&1 &
 p=$!
-n=0
-until [ "$(dmesg | grep -c 'pausing .* ms (walk_delay_ms)')" -gt "$n0" ]; do
-	n=$((n + 1))
-	[ $n -lt 600 ] || break
-	usleep 50000
-done
+await_pause "$n0"
 kill -9 $p
 wait $p
 echo "@@rc $?"
@@ -90,15 +97,10 @@ run undo-in-stop livesplice undo demo-cmdline
 # its walk and its stop), another update of the same function and the
 # same pack again wait for it, then are refused.
 step race
-n0=$(dmesg | grep -c 'pausing .* ms (walk_delay_ms)')
+n0=$(pauses)
 livesplice apply --walk-delay-ms 3000 $A >/tmp/race-a.out 2>&1 &
 a=$!
-n=0
-until [ "$(dmesg | grep -c 'pausing .* ms (walk_delay_ms)')" -gt "$n0" ]; do
-	n=$((n + 1))
-	[ $n -lt 600 ] || break
-	usleep 50000
-done
+await_pause "$n0"
 livesplice apply $B >/tmp/race-b.out 2>&1 &
 b=$!
 livesplice apply $A >/tmp/race-a2.out 2>&1 &
