@@ -19,7 +19,6 @@ import (
 
 // helperSymtab lists the helper's own vmlinux symbols.
 const helperSymtab = `ffffffff81000000 T text_poke
-ffffffff81000010 T text_poke_kgdb
 ffffffff81000020 T stop_machine_cpuslocked
 ffffffff81000030 T find_module
 ffffffff81000100 T __fentry__
@@ -29,7 +28,7 @@ ffffffff82000040 D module_mutex
 ffffffff82000300 d enabled
 `
 
-var helperSyms = vmlinuxSymbols("text_poke", "text_poke_kgdb", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module")
+var helperSyms = vmlinuxSymbols("text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module")
 
 // A loaded binfmt_misc with two statics called enabled (two objects) and
 // two called dup; kallsyms lists a module's symbols in its symbol table's
@@ -102,7 +101,7 @@ func TestMakePlanModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []uint64{0xffffffff81000000, 0xffffffff81000010, 0xffffffff82000000, 0xffffffff81000020, 0xffffffff82000040, 0xffffffff81000030,
+	want := []uint64{0xffffffff81000000, 0xffffffff82000000, 0xffffffff81000020, 0xffffffff82000040, 0xffffffff81000030,
 		0, 1, 0, 0, 0xffffffff81300100, 0xffffffff82000300}
 	if !slices.Equal(plan.Addrs, want) {
 		t.Errorf("Addrs = %x, want %x", plan.Addrs, want)

@@ -6,8 +6,9 @@
  * into each of them, all in one stop_machine, after checking that no task is
  * inside the code and that every site still holds the bytes the loader
  * expects.  Every task (and every online CPU's idle task) is walked before
- * the stop; inside it only the tasks that ran since their walk are walked
- * again (docs/design.md, "The stack check").
+ * the stop; inside it only the tasks that ran since their walk, as a
+ * sched_switch probe saw, are checked again (docs/design.md, "The stack
+ * check").
  *
  * Everything that can be decided in userspace was: the addresses
  * of the symbols it needs arrive in the "addrs" parameter and are only
@@ -34,6 +35,7 @@
 #include <linux/cpu.h>
 #include <linux/bsearch.h>
 #include <linux/delay.h>
+#include <linux/hash.h>
 #include <linux/kallsyms.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
@@ -51,6 +53,9 @@
 #include <linux/stop_machine.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
+#include <linux/tracepoint.h>
+#include <linux/vmalloc.h>
+#include <asm/asm.h>
 #include <asm/sync_core.h>
 #include <asm/unaligned.h>
 #include <asm/unwind.h>
@@ -88,6 +93,8 @@ struct ls_site {
 	unsigned long old;		/* old function */
 	unsigned long size;		/* its size in the running kernel */
 	unsigned long site;		/* old + site_offset */
+	void *map;			/* a writable mapping of its page(s), */
+	u8 *alias;			/* and site in it, during an operation */
 	u8 expect[LS_JMP_LEN];		/* what the loader expects there */
 	bool any[LS_JMP_LEN];		/* where any byte will do */
 	u8 orig[LS_JMP_LEN];		/* what was there at apply */
@@ -116,11 +123,10 @@ static DEFINE_MUTEX(ls_lock);	/* serializes control writes, guards below */
 
 static struct {
 	ls_poke_fn text_poke;
-	ls_poke_fn text_poke_kgdb;
 	struct mutex *text_mutex;	/* the kernel's, taken around text writes */
 	ls_stop_fn stop_machine_cpuslocked;
 	struct task_struct *(*idle_task)(int cpu);
-	unsigned long *total_forks;
+	struct tracepoint *sched_switch;
 	struct mutex *module_mutex;
 	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
@@ -144,7 +150,8 @@ struct ls_busy {
 	unsigned long addr;
 	bool unreliable;		/* its stack could not be walked to the end */
 	bool idle;			/* it is a CPU's idle task */
-	bool in_stop;			/* seen in the stop: it ran after its walk */
+	bool ran;			/* it ran after its walk, */
+	bool in_stop;			/* and was seen in the stop */
 };
 
 /* What the walk before the stop saw of one task. */
@@ -154,17 +161,37 @@ struct ls_seen {
 	bool recheck;			/* it ran during its walk: walk it in the stop */
 };
 
+#define LS_RAN_BITS	10
+#define LS_RAN_SLOTS	(1U << LS_RAN_BITS)
+#define LS_RAN_MAX	(LS_RAN_SLOTS / 2)
+#define LS_RAN_PROBES	8
+
 /*
- * The walk of every task before the stop.  Inside the stop only the tasks
- * that have been switched out since their walk (their switch count moved:
- * every task that ran since was, for the stop to run), those forked since,
- * and those that ran during it are walked again.  full: the walk could not
- * record every task, so the stop walks them all.
+ * Every task switched in or out since the walk began, as a sched_switch
+ * probe sees them: a set of task pointers (open addressing, lock-free),
+ * and the same in order of insertion, each with a reference held.
+ * overflow: a task did not fit, so the stop checks every task.
+ */
+struct ls_ran {
+	struct task_struct *slot[LS_RAN_SLOTS];
+	struct task_struct *list[LS_RAN_MAX];
+	atomic_t nr;
+	bool overflow;
+};
+
+/*
+ * The walk of every task before the stop.  A task not on a CPU in the
+ * stop that has run since its walk was switched out since, so it is in
+ * ran; inside the stop only those of ran whose switch count moved since
+ * their walk, or that were on a CPU during it, or that the walk did not
+ * see (forked since) are checked again.  A task forked since that never
+ * ran is on its fork frame.  full: the walk could not record every task,
+ * or ran is missing or overflowed, so the stop checks them all.
  */
 struct ls_walk {
 	struct ls_seen *seen;		/* sorted by task */
 	unsigned int nr, cap;
-	unsigned long forks;		/* total_forks before the walk */
+	struct ls_ran *ran;
 	bool full;
 };
 
@@ -172,7 +199,9 @@ struct ls_walk {
 struct ls_stop {
 	bool undo;
 	bool empty;			/* calibration: do nothing */
+	bool in_stop;			/* the callback is running */
 	struct ls_walk *walk;
+	unsigned long lo, hi;		/* bounds of the code in the way */
 	int result;			/* 0, -EBUSY or -EILSEQ */
 	struct ls_busy busy;		/* -EBUSY: the task in the way */
 	unsigned int func;		/* -EILSEQ: which function */
@@ -217,7 +246,14 @@ static void ls_expect_text(const struct ls_site *s, char *buf)
 	buf[-1] = '\0';
 }
 
-/* Is addr in code that must not be on any stack for this operation? */
+/*
+ * Is addr in code that must not be on any stack for this operation?  Not
+ * an old function's first byte: no frame of it returns there (that is a
+ * call ending the function before it, or a pointer to it, as in the
+ * stop's own bounds), and a task interrupted there has not entered it: it
+ * goes on into whatever the site holds.  A replacement's first byte
+ * counts, for undo: the module goes away after it.
+ */
 static bool ls_addr_busy(unsigned long addr, bool undo)
 {
 	const struct ls_func *f;
@@ -227,7 +263,8 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 		f = &__livesplice_funcs[i];
 		if (!ls_in_op(i))
 			continue;
-		if (ls_inside(addr, ls.sites[i].old, ls.sites[i].size))
+		if (addr != ls.sites[i].old &&
+		    ls_inside(addr, ls.sites[i].old, ls.sites[i].size))
 			return true;
 		if (undo && ls_inside(addr, (unsigned long)f->new_addr,
 				      f->new_size))
@@ -366,9 +403,6 @@ static int ls_walk_all(struct ls_walk *w, bool undo, struct ls_busy *b)
 	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
 	if (!w->seen)
 		return -ENOMEM;
-	/* total_forks before the task list: a task forked later is new. */
-	w->forks = READ_ONCE(*ls.total_forks);
-	smp_rmb();
 
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
@@ -389,79 +423,225 @@ out:
 	return 0;
 }
 
-/*
- * In the stop: is t (not on a CPU, or the one running this) in the way?
- * Counted in d->walked.
- */
-static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
+/* Add t to r, once, with a reference; in the scheduler, interrupts off. */
+static void ls_ran_add(struct ls_ran *r, struct task_struct *t)
 {
-	d->walked++;
-	if (!ls_task_busy(t, d->undo, &d->busy))
-		return false;
-	d->busy.in_stop = true;
-	return true;
+	u32 h = hash_ptr(t, LS_RAN_BITS);
+	struct task_struct **slot, *old;
+	unsigned int k;
+	int i;
+
+	for (k = 0; k < LS_RAN_PROBES; k++) {
+		slot = &r->slot[(h + k) & (LS_RAN_SLOTS - 1)];
+		old = READ_ONCE(*slot);
+		if (!old)
+			old = cmpxchg(slot, NULL, t);
+		if (old == t)
+			return;
+		if (old)
+			continue;
+		i = atomic_inc_return(&r->nr) - 1;
+		if (i >= LS_RAN_MAX)
+			break;
+		get_task_struct(t);
+		WRITE_ONCE(r->list[i], t);
+		return;
+	}
+	WRITE_ONCE(r->overflow, true);
+}
+
+static void ls_ran_probe(void *data, bool preempt, struct task_struct *prev,
+			 struct task_struct *next, unsigned int prev_state)
+{
+	ls_ran_add(data, prev);
+	ls_ran_add(data, next);
 }
 
 /*
- * Runs on one CPU while the others spin with interrupts off: every task is
- * where it will be when the jumps are written.  The others' current tasks
- * are their stoppers, in multi_cpu_stop like this one.
+ * Start recording who runs, before the walk; with CPU hotplug not held
+ * (enabling the tracepoint takes it).  After the grace period every
+ * switch on every CPU goes through the probe.  On failure w->ran stays
+ * NULL and the stop checks every task.
  */
-static bool ls_stop_check(struct ls_stop *d)
+static void ls_ran_start(struct ls_walk *w)
 {
-	struct ls_walk *w = d->walk;
+	struct ls_ran *r;
+
+	r = kvzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return;
+	if (tracepoint_probe_register(ls.sched_switch, ls_ran_probe, r)) {
+		kvfree(r);
+		return;
+	}
+	synchronize_rcu();
+	w->ran = r;
+}
+
+static void ls_ran_end(struct ls_walk *w)
+{
+	struct ls_ran *r = w->ran;
+	int i, n;
+
+	if (!r)
+		return;
+	tracepoint_probe_unregister(ls.sched_switch, ls_ran_probe, r);
+	tracepoint_synchronize_unregister();
+	n = min_t(int, atomic_read(&r->nr), LS_RAN_MAX);
+	for (i = 0; i < n; i++)
+		put_task_struct(r->list[i]);
+	kvfree(r);
+	w->ran = NULL;
+}
+
+static void ls_bound(struct ls_stop *d, unsigned long start,
+		     unsigned long size)
+{
+	d->lo = min(d->lo, start);
+	d->hi = max(d->hi, start + size + 1);
+}
+
+/* Bounds of every range ls_addr_busy() looks at, for a quick no. */
+static void ls_op_bounds(struct ls_stop *d)
+{
+	const struct ls_func *f;
+	unsigned int i;
+
+	d->lo = ULONG_MAX;
+	d->hi = 0;
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		f = &__livesplice_funcs[i];
+		if (!ls_in_op(i))
+			continue;
+		ls_bound(d, ls.sites[i].old, ls.sites[i].size);
+		if (d->undo)
+			ls_bound(d, (unsigned long)f->new_addr, f->new_size);
+	}
+	for (i = 0; i < __livesplice_nr_parts; i++)
+		if (ls_in_op(__livesplice_parts[i].func))
+			ls_bound(d, ls.parts[i].start, ls.parts[i].size);
+}
+
+/*
+ * In the stop, the quick check: does any word of t's live stack, from its
+ * saved stack pointer (or this CPU's, for current) to the top, point into
+ * the code?  Every return address of a task that is not running is such
+ * a word, so a stack without one is not in the way.  A hit may be a stale
+ * word; the unwinder decides.
+ */
+static bool ls_stack_hit(const struct ls_stop *d, struct task_struct *t)
+{
+	unsigned long *base, *end, *p;
+
+	if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
+		return false;
+	base = task_stack_page(t);
+	end = base + THREAD_SIZE / sizeof(*base);
+	p = t == current ? (unsigned long *)current_stack_pointer :
+			   (unsigned long *)READ_ONCE(t->thread.sp);
+	if (p < base || p >= end)
+		return true;
+	for (; p < end; p++)
+		if (*p >= d->lo && *p < d->hi && ls_addr_busy(*p, d->undo))
+			return true;
+	return false;
+}
+
+/*
+ * In the stop: is t in the way?  The other CPUs' current tasks are their
+ * stoppers, spinning in multi_cpu_stop (refused at build time, with its
+ * callers: differ/stoppath.go).  Counted in d->walked.
+ */
+static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
+{
+	if (t->on_cpu && t != current)
+		return false;
+	d->walked++;
+	if (!ls_stack_hit(d, t) || !ls_task_busy(t, d->undo, &d->busy))
+		return false;
+	d->busy.ran = true;
+	d->busy.in_stop = d->in_stop;
+	return true;
+}
+
+/* In the stop, without the probe's record: check every task. */
+static bool ls_stop_check_all(struct ls_stop *d)
+{
 	struct task_struct *g, *t;
-	struct ls_seen key, *s;
 	bool busy = false;
 	int cpu;
 
-	if (w->full) {
-		rcu_read_lock();
-		for_each_process_thread(g, t) {
-			if (t->on_cpu && t != current)
-				continue;
-			busy = ls_stop_busy(d, t);
-			if (busy)
-				goto full_out;
-		}
-full_out:
-		rcu_read_unlock();
-		for_each_online_cpu(cpu) {
-			t = ls.idle_task(cpu);
-			if (busy)
-				break;
-			if (!t->on_cpu || t == current)
-				busy = ls_stop_busy(d, t);
-		}
-		return busy;
-	}
-	for (s = w->seen; s < w->seen + w->nr; s++) {
-		t = s->task;
-		if (t->on_cpu && t != current)
-			continue;
-		if (!s->recheck && ls_switches(t) == s->switches)
-			continue;
-		if (ls_stop_busy(d, t))
-			return true;
-	}
-	if (READ_ONCE(*ls.total_forks) == w->forks)
-		return false;
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
-		key.task = t;
-		if ((t->on_cpu && t != current) ||
-		    bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen))
-			continue;
 		busy = ls_stop_busy(d, t);
 		if (busy)
 			goto out;
 	}
 out:
 	rcu_read_unlock();
+	for_each_online_cpu(cpu) {
+		if (busy)
+			break;
+		busy = ls_stop_busy(d, ls.idle_task(cpu));
+	}
 	return busy;
 }
 
-/* Runs on one CPU while the others spin with interrupts off. */
+/*
+ * Runs on one CPU while the others spin with interrupts off: every task is
+ * where it will be when the jumps are written.  Only the tasks that ran
+ * since the walk began can have moved (see struct ls_walk).
+ */
+static bool ls_stop_check(struct ls_stop *d)
+{
+	struct ls_walk *w = d->walk;
+	struct ls_ran *r = w->ran;
+	struct ls_seen key, *s;
+	struct task_struct *t;
+	int i, n;
+
+	if (w->full || !r || READ_ONCE(r->overflow))
+		return ls_stop_check_all(d);
+	n = min_t(int, atomic_read(&r->nr), LS_RAN_MAX);
+	for (i = 0; i < n; i++) {
+		t = READ_ONCE(r->list[i]);
+		if (!t)
+			continue;	/* before the stop: not written yet */
+		key.task = t;
+		s = bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen);
+		if (s && !s->recheck && ls_switches(t) == s->switches)
+			continue;
+		if (ls_stop_busy(d, t))
+			return true;
+	}
+	return false;
+}
+
+/* Do the sites hold what the operation expects? -EILSEQ if not. */
+static int ls_check_sites(struct ls_stop *d)
+{
+	struct ls_site *s;
+	unsigned int i;
+
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		s = &ls.sites[i];
+		if (!ls_in_op(i))
+			continue;
+		if (d->undo ? memcmp((void *)s->site, s->jmp, LS_JMP_LEN) :
+			      !ls_expected(s, (void *)s->site)) {
+			memcpy(d->found, (void *)s->site, LS_JMP_LEN);
+			d->func = i;
+			return -EILSEQ;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Runs on one CPU while the others spin with interrupts off.  The jumps
+ * are written through the writable mappings made before the stop, as
+ * text_poke() does through its own, but without switching mm.
+ */
 static int ls_stop_cb(void *data)
 {
 	struct ls_stop *d = data;
@@ -472,38 +652,90 @@ static int ls_stop_cb(void *data)
 	if (d->empty)
 		goto out;
 
-	if (ls_stop_check(d)) {
-		d->result = -EBUSY;
+	d->in_stop = true;
+	d->result = ls_stop_check(d) ? -EBUSY : ls_check_sites(d);
+	if (d->result)
 		goto out;
-	}
-
-	for (i = 0; i < __livesplice_nr_funcs; i++) {
-		s = &ls.sites[i];
-		if (!ls_in_op(i))
-			continue;
-		if (d->undo ? memcmp((void *)s->site, s->jmp, LS_JMP_LEN) :
-			      !ls_expected(s, (void *)s->site)) {
-			memcpy(d->found, (void *)s->site, LS_JMP_LEN);
-			d->func = i;
-			d->result = -EILSEQ;
-			goto out;
-		}
-	}
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		s = &ls.sites[i];
 		if (!ls_in_op(i))
 			continue;
 		if (d->undo) {
-			ls.text_poke_kgdb((void *)s->site, s->orig, LS_JMP_LEN);
+			memcpy(s->alias, s->orig, LS_JMP_LEN);
 		} else {
 			memcpy(s->orig, (void *)s->site, LS_JMP_LEN);
-			ls.text_poke_kgdb((void *)s->site, s->jmp, LS_JMP_LEN);
+			memcpy(s->alias, s->jmp, LS_JMP_LEN);
 		}
 	}
 out:
 	d->work_ns = ktime_get_ns() - start;
 	return d->result;
+}
+
+static struct page *ls_text_page(unsigned int i, unsigned long addr)
+{
+	if (__livesplice_funcs[i].object == LS_VMLINUX)
+		return virt_to_page((void *)addr);
+	return vmalloc_to_page((void *)addr);
+}
+
+static void ls_unmap_sites(void)
+{
+	unsigned int i;
+
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		if (ls.sites[i].map)
+			vunmap(ls.sites[i].map);
+		ls.sites[i].map = NULL;
+		ls.sites[i].alias = NULL;
+	}
+}
+
+/*
+ * Map the page (or two) of each site of the operation writable, before
+ * the stop: the stop then writes the jumps with plain stores.
+ */
+static int ls_map_sites(void)
+{
+	struct page *pages[2];
+	unsigned long page;
+	struct ls_site *s;
+	unsigned int i, n;
+
+	for (i = 0; i < __livesplice_nr_funcs; i++) {
+		s = &ls.sites[i];
+		if (!ls_in_op(i))
+			continue;
+		page = s->site & PAGE_MASK;
+		n = offset_in_page(s->site) + LS_JMP_LEN > PAGE_SIZE ? 2 : 1;
+		pages[0] = ls_text_page(i, page);
+		pages[1] = n > 1 ? ls_text_page(i, page + PAGE_SIZE) : NULL;
+		s->map = vmap(pages, n, VM_MAP, PAGE_KERNEL);
+		if (!s->map) {
+			ls_unmap_sites();
+			return -ENOMEM;
+		}
+		s->alias = (u8 *)s->map + offset_in_page(s->site);
+	}
+	return 0;
+}
+
+/*
+ * The stop's re-check, once more just before it, in process context: a
+ * task found in the way now is refused without stopping the machine, and
+ * the stop finds less to do.  A stack is freed a grace period after its
+ * task's end, so the read lock keeps the stacks looked at.
+ */
+static int ls_precheck(struct ls_stop *d)
+{
+	bool busy;
+
+	rcu_read_lock();
+	busy = ls_stop_check(d);
+	rcu_read_unlock();
+	d->walked = 0;
+	return busy ? -EBUSY : ls_check_sites(d);
 }
 
 static void ls_sync_core(void *info)
@@ -522,10 +754,19 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	int ret = 0;
 
 	*stop_ns = 0;
+	if (!d->empty) {
+		ret = ls_map_sites();
+		if (ret)
+			return ret;
+		ls_ran_start(&w);
+	}
 	cpus_read_lock();
 	if (!d->empty) {
+		ls_op_bounds(d);
 		ret = ls_walk_all(&w, d->undo, &d->busy);
 		d->walk = &w;
+		if (!ret)
+			ret = ls_precheck(d);
 		if (!ret && walk_delay_ms > 0) {
 			pr_info("walked %u task(s) before the stop; pausing %d ms (walk_delay_ms)\n",
 				w.nr, walk_delay_ms);
@@ -542,7 +783,9 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 		mutex_unlock(ls.text_mutex);
 	}
 	cpus_read_unlock();
+	ls_ran_end(&w);
 	ls_walk_free(&w);
+	ls_unmap_sites();
 	d->walk = NULL;
 	return ret;
 }
@@ -603,14 +846,16 @@ static int ls_patch(bool undo)
 			 "busy: %s %s %pS%s (%d tries, %d ms apart)", who,
 			 b->unreliable ? "has an unreliable stack at" : "is inside",
 			 (void *)b->addr,
-			 b->in_stop ? ", seen in the stop: it ran after the walk" : "",
+			 !b->ran ? "" : b->in_stop ?
+			 ", seen in the stop: it ran after the walk" :
+			 ", seen again before the stop: it ran after the walk",
 			 attempt + 1, retry_ms);
 		break;
 	case -EILSEQ:
 		ls_mismatch(d.func, undo, d.found);
 		break;
 	case -ENOMEM:
-		strscpy(ls.error, "stop: out of memory for the walk of every task",
+		strscpy(ls.error, "stop: out of memory for the walk of every task or the sites' mappings",
 			sizeof(ls.error));
 		break;
 	default:
@@ -1384,8 +1629,6 @@ static int __init ls_init(void)
 		ls.resolved[i] = __livesplice_addrs[i];
 	}
 	ls.text_poke = (ls_poke_fn)__livesplice_addrs[LS_SYM_TEXT_POKE];
-	ls.text_poke_kgdb =
-		(ls_poke_fn)__livesplice_addrs[LS_SYM_TEXT_POKE_KGDB];
 	ls.text_mutex = (struct mutex *)__livesplice_addrs[LS_SYM_TEXT_MUTEX];
 	ls.stop_machine_cpuslocked =
 		(ls_stop_fn)__livesplice_addrs[LS_SYM_STOP_MACHINE_CPUSLOCKED];
@@ -1395,7 +1638,8 @@ static int __init ls_init(void)
 		__livesplice_addrs[LS_SYM_FIND_MODULE];
 	ls.idle_task = (struct task_struct *(*)(int))
 		__livesplice_addrs[LS_SYM_IDLE_TASK];
-	ls.total_forks = (unsigned long *)__livesplice_addrs[LS_SYM_TOTAL_FORKS];
+	ls.sched_switch =
+		(struct tracepoint *)__livesplice_addrs[LS_SYM_SCHED_SWITCH];
 	for (i = 0; i < __livesplice_nr_funcs; i++)
 		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
