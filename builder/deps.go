@@ -823,9 +823,9 @@ func buildIndex(dir string, dr *dryRun) (*DepIndex, error) {
 	return ix, nil
 }
 
-// dryRunObjects runs `make -n` in the tree and adds the objects already
-// built, whose commands make does not print, from their .o.cmd files.
-func (t *Tree) dryRunObjects(ctx context.Context) (*dryRun, error) {
+// makeDryRun runs `make -n` in the tree and returns what it listed and
+// its standard error (also with an error, once make ran).
+func (t *Tree) makeDryRun(ctx context.Context) (*dryRun, string, error) {
 	args := append(t.makeVars(), "-n", "-k", "-s")
 	cmd := exec.CommandContext(ctx, "make", args...)
 	cmd.Dir = t.Dir
@@ -833,21 +833,36 @@ func (t *Tree) dryRunObjects(ctx context.Context) (*dryRun, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	dr, perr := parseDryRun(out, t.CC)
 	io.Copy(io.Discard, out)
 	werr := cmd.Wait()
 	if perr != nil {
-		return nil, fmt.Errorf("reading make -n in %s: %w", t.Dir, perr)
+		return nil, stderr.String(), fmt.Errorf("reading make -n in %s: %w", t.Dir, perr)
 	}
 	if len(dr.compiles) == 0 {
-		return nil, fmt.Errorf("make -n in %s printed no compile command of %s: %v\n%s", t.Dir, t.CC, werr, tail.Lines(stderr.String(), 15))
+		return nil, stderr.String(), fmt.Errorf("make -n in %s printed no compile command of %s: %v\n%s", t.Dir, t.CC, werr, tail.Lines(stderr.String(), 15))
 	}
-	if bad := dryRunErrors(stderr.String()); len(bad) > 0 {
+	return dr, stderr.String(), nil
+}
+
+// dryRunObjects runs `make -n` in the tree and adds the objects already
+// built, whose commands make does not print, from their .o.cmd files. A
+// kbuild .cmd file make cannot read is removed and make -n run once more
+// (removeBrokenCmdFiles), as for a build.
+func (t *Tree) dryRunObjects(ctx context.Context) (*dryRun, error) {
+	dr, stderr, err := t.makeDryRun(ctx)
+	if ctx.Err() == nil && t.removeBrokenCmdFiles(stderr) {
+		dr, stderr, err = t.makeDryRun(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if bad := dryRunErrors(stderr); len(bad) > 0 {
 		return nil, fmt.Errorf("make -n in %s failed, so the objects it lists may be incomplete:\n%s", t.Dir, strings.Join(bad, "\n"))
 	}
 	seen := make(map[string]bool, len(dr.compiles)) // clean paths

@@ -357,6 +357,40 @@ func TestDepIndex(t *testing.T) {
 	}
 }
 
+// TestDepIndexBrokenCmdFile makes the index of a tree where make cannot
+// read a kbuild .cmd file (cut short by a killed build): the file is
+// removed and make -n runs again, as for a build.
+func TestDepIndexBrokenCmdFile(t *testing.T) {
+	tree := synthTree(t)
+	broken := filepath.Join(tree.Dir, "drv/.m.o.cmd")
+	if err := os.WriteFile(broken, []byte("cmd_drv/m.o := gcc -c -o drv/m.o drv/m.c\nm.o)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mk := filepath.Join(tree.Dir, "Makefile")
+	data, err := os.ReadFile(mk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kbuild includes the .cmd files of the targets it considers.
+	if err := os.WriteFile(mk, append([]byte("-include $(wildcard drv/.*.cmd)\n"), data...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := tree.DepIndex(context.Background())
+	if err != nil {
+		t.Fatalf("DepIndex with a broken %s: %v", broken, err)
+	}
+	if _, err := os.Stat(broken); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the broken .cmd file is still there: %v", err)
+	}
+	found := false
+	for _, o := range ix.Objects {
+		found = found || o.Path == "drv/m.o"
+	}
+	if !found {
+		t.Error("drv/m.o is not in the index")
+	}
+}
+
 // TestPatchObjects checks what a patch's files rebuild: .c files their
 // object, headers their dependents, foreign objects apart, and a header
 // nobody includes is nothing to do.
