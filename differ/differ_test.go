@@ -236,6 +236,29 @@ func hasFixup(x *Extraction, sym, target string) bool {
 	return false
 }
 
+// TestExtractEndPointer: a loop to the end of a static array references
+// the section at the array's size, which no symbol covers; it is named as
+// the array plus its size.
+func TestExtractEndPointer(t *testing.T) {
+	const src = `
+struct attr { int a, b; };
+static struct attr attrs[8] = {{1, 2}};
+int sum(int x) { int s = 0; for (struct attr *p = attrs; p < attrs + 8; p++) s += p->a * x; return s; }
+`
+	pre := build(t, "pre", src)
+	post := build(t, "post", strings.Replace(src, "p->a * x", "p->b * x", 1))
+	x, _ := extract(t, pre, post)
+	var end bool
+	for _, fx := range x.Fixups {
+		if fx.Target == "attrs" && fx.Addend == 8*8 {
+			end = true
+		}
+	}
+	if !end {
+		t.Errorf("Fixups = %+v, want one to attrs+64 (its end)", x.Fixups)
+	}
+}
+
 func TestExtractAddedAndStatic(t *testing.T) {
 	pre := build(t, "pre", base)
 	post := build(t, "post", strings.Replace(base, "int other(int x) { return x - 7; }",

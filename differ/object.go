@@ -229,15 +229,27 @@ func named(s *elfobj.Symbol, delta int64) target {
 	return target{kind: tNamed, sym: s, delta: delta}
 }
 
+// coveringAt returns the symbol that names sec+off in the running kernel:
+// the one whose extent covers off, or else a data object that ends at off
+// (a loop's end pointer, &arr[ARRAY_SIZE(arr)], which GCC writes as the
+// section plus the array's size).
 func (o *object) coveringAt(sec *elfobj.Section, off int64) *elfobj.Symbol {
 	if off < 0 {
 		return nil
 	}
-	s := o.f.Covering(sec, uint64(off))
-	if s == nil || isLocalLabel(s) {
-		return nil
+	if s := o.f.Covering(sec, uint64(off)); s != nil {
+		if isLocalLabel(s) {
+			return nil
+		}
+		return s
 	}
-	return s
+	for _, s := range o.f.Symbols {
+		if s != nil && s.Section == sec && s.Type == elf.STT_OBJECT && s.Size > 0 &&
+			s.Value+s.Size == uint64(off) && s.Name != "" && !isLocalLabel(s) {
+			return s
+		}
+	}
+	return nil
 }
 
 // isLocalLabel reports assembler-local labels (.LC0, .L123) that name no
