@@ -118,6 +118,10 @@ var (
 	Cmdline = Update{ID, "testdata/demo/proc-cmdline-hide-secret.patch", "proc: cmdline: hide the values of secret= parameters"}
 	// Pipe replaces pipe_read, which a reader of an empty pipe sleeps in.
 	Pipe = Update{"busy-pipe", "testdata/demo/pipe-read-keep-partial-copy.patch", "pipe: keep the bytes copied before a fault in pipe_read()"}
+	// KthreaddMain replaces kthreadd, the main function of the kthreadd
+	// thread, which it never leaves: apply refuses it as busy at once,
+	// saying so.
+	KthreaddMain = Update{"busy-kthreadd", "testdata/demo/kthreadd-list-empty-careful.patch", "kthread: kthreadd: check the create list with list_empty_careful"}
 	// SchedIdle replaces schedule_idle, which every idle task is inside
 	// while it is switched out.
 	SchedIdle = Update{"busy-idle", "testdata/demo/sched-idle-warn-return.patch", "sched: schedule_idle: do not schedule from a task that is not running"}

@@ -188,7 +188,8 @@ func refusals(t *testing.T, s demo.Setup, bin, packPath string) {
 func busy(t *testing.T, s demo.Setup, bin string) {
 	pipePack, _ := buildPack(t, s, demo.Pipe, "pipe.tar.xz", "pipe_read")
 	schedPack, _ := buildPack(t, s, demo.SchedIdle, "sched.tar.xz", "schedule_idle")
-	steps := boot(t, s, bin, map[string]string{"pipe.tar.xz": pipePack, "sched.tar.xz": schedPack}, "busy")
+	kthreaddPack, _ := buildPack(t, s, demo.KthreaddMain, "kthreadd.tar.xz", "kthreadd")
+	steps := boot(t, s, bin, map[string]string{"pipe.tar.xz": pipePack, "sched.tar.xz": schedPack, "kthreadd.tar.xz": kthreaddPack}, "busy")
 	checkSteps(t, steps, []stepWant{
 		{"busy-apply", 6, []string{"busy", "(cat)", "pipe_read", "(3 tries, 50 ms apart)"}},
 		{"apply", 0, []string{"applied busy-pipe"}},
@@ -199,6 +200,7 @@ func busy(t *testing.T, s demo.Setup, bin string) {
 		// since finds it.
 		{"walk-race", 6, []string{"busy", "(cat)", "pipe_read", "seen in the stop: it ran after the walk", "(1 tries"}},
 		{"idle", 6, []string{"the idle task swapper/", "schedule_idle", "(2 tries, 50 ms apart)"}},
+		{"kthreadd", 6, []string{"(kthreadd) is inside kthreadd+", "the main function of that kernel thread, which it never leaves", "(1 tries, 50 ms apart)"}},
 	})
 	for _, step := range []string{"modules-after-busy", "modules-after-race"} {
 		if !strings.Contains(steps[step], "none") {

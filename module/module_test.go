@@ -153,7 +153,7 @@ func syms(names ...string) []pack.Symbol {
 	return out
 }
 
-var helperNames = []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task", "__tracepoint_sched_switch"}
+var helperNames = []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task", "total_forks"}
 
 func TestSymbols(t *testing.T) {
 	tests := []struct {
@@ -226,7 +226,7 @@ func TestGenerate(t *testing.T) {
 		`const char __livesplice_description[] = "test \"update\" \077\077=";`,
 		"unsigned long __livesplice_addrs[9];",
 		"module_param_array_named(addrs, __livesplice_addrs, ulong, &__livesplice_nr_addrs, 0400);",
-		"\"find_module\",\t/* 4 */\n\t\"idle_task\",\t/* 5 */\n\t\"__tracepoint_sched_switch\",\t/* 6 */\n\t\"cmdline_proc_show\",\t/* 7 */\n\t\"saved_command_line\",\t/* 8 */\n};",
+		"\"find_module\",\t/* 4 */\n\t\"idle_task\",\t/* 5 */\n\t\"total_forks\",\t/* 6 */\n\t\"cmdline_proc_show\",\t/* 7 */\n\t\"saved_command_line\",\t/* 8 */\n};",
 		"const struct ls_object __livesplice_objects[] = {\n\t{ .name = \"vmlinux\" },\t/* 0 */\n};",
 		"\t0,\t/* 8: vmlinux */\n};",
 		".name = \"cmdline_proc_show\",\n\t\t.object = 0,\n\t\t.old_index = 7,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +

@@ -56,6 +56,10 @@ wait
 step idle
 livesplice apply --retries 1 --retry-ms 50 /packs/sched.tar.xz
 echo "@@rc $?"
+# kthreadd never leaves its main function: refused at once, no retries.
+step kthreadd
+livesplice apply --retries 3 --retry-ms 50 /packs/kthreadd.tar.xz
+echo "@@rc $?"
 step dmesg
 dmesg
 step end

@@ -6,9 +6,8 @@
  * into each of them, all in one stop_machine, after checking that no task is
  * inside the code and that every site still holds the bytes the loader
  * expects.  Every task (and every online CPU's idle task) is walked before
- * the stop; inside it only the tasks that ran since their walk, as a
- * sched_switch probe saw, are checked again (docs/design.md, "The stack
- * check").
+ * the stop; inside it only the tasks that ran since their walk are checked
+ * again (docs/design.md, "The stack check").
  *
  * Everything that can be decided in userspace was: the addresses
  * of the symbols it needs arrive in the "addrs" parameter and are only
@@ -35,7 +34,6 @@
 #include <linux/cpu.h>
 #include <linux/bsearch.h>
 #include <linux/delay.h>
-#include <linux/hash.h>
 #include <linux/kallsyms.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
@@ -53,7 +51,6 @@
 #include <linux/stop_machine.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
-#include <linux/tracepoint.h>
 #include <linux/vmalloc.h>
 #include <asm/asm.h>
 #include <asm/sync_core.h>
@@ -126,7 +123,7 @@ static struct {
 	struct mutex *text_mutex;	/* the kernel's, taken around text writes */
 	ls_stop_fn stop_machine_cpuslocked;
 	struct task_struct *(*idle_task)(int cpu);
-	struct tracepoint *sched_switch;
+	unsigned long *total_forks;
 	struct mutex *module_mutex;
 	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
@@ -150,6 +147,7 @@ struct ls_busy {
 	unsigned long addr;
 	bool unreliable;		/* its stack could not be walked to the end */
 	bool idle;			/* it is a CPU's idle task */
+	bool main_loop;			/* addr is in its thread's main function */
 	bool ran;			/* it ran after its walk, */
 	bool in_stop;			/* and was seen in the stop */
 };
@@ -161,37 +159,17 @@ struct ls_seen {
 	bool recheck;			/* it ran during its walk: walk it in the stop */
 };
 
-#define LS_RAN_BITS	10
-#define LS_RAN_SLOTS	(1U << LS_RAN_BITS)
-#define LS_RAN_MAX	(LS_RAN_SLOTS / 2)
-#define LS_RAN_PROBES	8
-
 /*
- * Every task switched in or out since the walk began, as a sched_switch
- * probe sees them: a set of task pointers (open addressing, lock-free),
- * and the same in order of insertion, each with a reference held.
- * overflow: a task did not fit, so the stop checks every task.
- */
-struct ls_ran {
-	struct task_struct *slot[LS_RAN_SLOTS];
-	struct task_struct *list[LS_RAN_MAX];
-	atomic_t nr;
-	bool overflow;
-};
-
-/*
- * The walk of every task before the stop.  A task not on a CPU in the
- * stop that has run since its walk was switched out since, so it is in
- * ran; inside the stop only those of ran whose switch count moved since
- * their walk, or that were on a CPU during it, or that the walk did not
- * see (forked since) are checked again.  A task forked since that never
- * ran is on its fork frame.  full: the walk could not record every task,
- * or ran is missing or overflowed, so the stop checks them all.
+ * The walk of every task before the stop.  Inside the stop only the tasks
+ * that have been switched out since their walk (their switch count moved:
+ * every task that ran since was, for the stop to run), those forked since,
+ * and those that ran during it are checked again.  full: the walk could
+ * not record every task, so the stop checks them all.
  */
 struct ls_walk {
 	struct ls_seen *seen;		/* sorted by task */
 	unsigned int nr, cap;
-	struct ls_ran *ran;
+	unsigned long forks;		/* total_forks before the walk */
 	bool full;
 };
 
@@ -278,6 +256,29 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 	return false;
 }
 
+/*
+ * Is the frame state is at the main function of kernel thread t: does it
+ * return into kthread() or straight into ret_from_fork (kthreadd)?  Such
+ * a function never returns while the thread runs.
+ */
+static bool ls_thread_main(struct task_struct *t, struct unwind_state *state)
+{
+	char sym[KSYM_SYMBOL_LEN];
+	unsigned long addr;
+
+	if (!(t->flags & PF_KTHREAD))
+		return false;
+	unwind_next_frame(state);
+	if (unwind_done(state) || unwind_error(state))
+		return false;
+	addr = unwind_get_return_address(state);
+	if (!addr)
+		return false;
+	sprint_symbol(sym, addr);
+	return str_has_prefix(sym, "kthread+") ||
+	       str_has_prefix(sym, "ret_from_fork+");
+}
+
 static unsigned long ls_switches(struct task_struct *t)
 {
 	return READ_ONCE(t->nvcsw) + READ_ONCE(t->nivcsw);
@@ -313,6 +314,7 @@ static bool ls_task_busy(struct task_struct *t, bool undo, struct ls_busy *b)
 		}
 		if (ls_addr_busy(addr, undo)) {
 			b->addr = addr;
+			b->main_loop = ls_thread_main(t, &state);
 			goto busy;
 		}
 	}
@@ -403,6 +405,9 @@ static int ls_walk_all(struct ls_walk *w, bool undo, struct ls_busy *b)
 	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
 	if (!w->seen)
 		return -ENOMEM;
+	/* total_forks before the task list: a task forked later is new. */
+	w->forks = READ_ONCE(*ls.total_forks);
+	smp_rmb();
 
 	rcu_read_lock();
 	for_each_process_thread(g, t) {
@@ -421,77 +426,6 @@ out:
 		return ret;
 	sort(w->seen, w->nr, sizeof(*w->seen), ls_cmp_seen, NULL);
 	return 0;
-}
-
-/* Add t to r, once, with a reference; in the scheduler, interrupts off. */
-static void ls_ran_add(struct ls_ran *r, struct task_struct *t)
-{
-	u32 h = hash_ptr(t, LS_RAN_BITS);
-	struct task_struct **slot, *old;
-	unsigned int k;
-	int i;
-
-	for (k = 0; k < LS_RAN_PROBES; k++) {
-		slot = &r->slot[(h + k) & (LS_RAN_SLOTS - 1)];
-		old = READ_ONCE(*slot);
-		if (!old)
-			old = cmpxchg(slot, NULL, t);
-		if (old == t)
-			return;
-		if (old)
-			continue;
-		i = atomic_inc_return(&r->nr) - 1;
-		if (i >= LS_RAN_MAX)
-			break;
-		get_task_struct(t);
-		WRITE_ONCE(r->list[i], t);
-		return;
-	}
-	WRITE_ONCE(r->overflow, true);
-}
-
-static void ls_ran_probe(void *data, bool preempt, struct task_struct *prev,
-			 struct task_struct *next, unsigned int prev_state)
-{
-	ls_ran_add(data, prev);
-	ls_ran_add(data, next);
-}
-
-/*
- * Start recording who runs, before the walk; with CPU hotplug not held
- * (enabling the tracepoint takes it).  After the grace period every
- * switch on every CPU goes through the probe.  On failure w->ran stays
- * NULL and the stop checks every task.
- */
-static void ls_ran_start(struct ls_walk *w)
-{
-	struct ls_ran *r;
-
-	r = kvzalloc(sizeof(*r), GFP_KERNEL);
-	if (!r)
-		return;
-	if (tracepoint_probe_register(ls.sched_switch, ls_ran_probe, r)) {
-		kvfree(r);
-		return;
-	}
-	synchronize_rcu();
-	w->ran = r;
-}
-
-static void ls_ran_end(struct ls_walk *w)
-{
-	struct ls_ran *r = w->ran;
-	int i, n;
-
-	if (!r)
-		return;
-	tracepoint_probe_unregister(ls.sched_switch, ls_ran_probe, r);
-	tracepoint_synchronize_unregister();
-	n = min_t(int, atomic_read(&r->nr), LS_RAN_MAX);
-	for (i = 0; i < n; i++)
-		put_task_struct(r->list[i]);
-	kvfree(r);
-	w->ran = NULL;
 }
 
 static void ls_bound(struct ls_stop *d, unsigned long start,
@@ -548,9 +482,11 @@ static bool ls_stack_hit(const struct ls_stop *d, struct task_struct *t)
 }
 
 /*
- * In the stop: is t in the way?  The other CPUs' current tasks are their
- * stoppers, spinning in multi_cpu_stop (refused at build time, with its
- * callers: differ/stoppath.go).  Counted in d->walked.
+ * In the stop, or just before it: is t, which ran since its walk, in the
+ * way?  Tasks on a CPU are skipped: in the stop the other CPUs' current
+ * tasks are their stoppers, spinning in multi_cpu_stop (refused at build
+ * time, with its callers: differ/stoppath.go); before it, the stop checks
+ * them.  Counted in d->walked.
  */
 static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
 {
@@ -564,7 +500,7 @@ static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
 	return true;
 }
 
-/* In the stop, without the probe's record: check every task. */
+/* When the walk could not record every task: check them all. */
 static bool ls_stop_check_all(struct ls_stop *d)
 {
 	struct task_struct *g, *t;
@@ -590,31 +526,38 @@ out:
 /*
  * Runs on one CPU while the others spin with interrupts off: every task is
  * where it will be when the jumps are written.  Only the tasks that ran
- * since the walk began can have moved (see struct ls_walk).
+ * since their walk can have moved (see struct ls_walk).  Also run just
+ * before the stop (ls_precheck).
  */
 static bool ls_stop_check(struct ls_stop *d)
 {
 	struct ls_walk *w = d->walk;
-	struct ls_ran *r = w->ran;
+	struct task_struct *g, *t;
 	struct ls_seen key, *s;
-	struct task_struct *t;
-	int i, n;
+	bool busy = false;
 
-	if (w->full || !r || READ_ONCE(r->overflow))
+	if (w->full)
 		return ls_stop_check_all(d);
-	n = min_t(int, atomic_read(&r->nr), LS_RAN_MAX);
-	for (i = 0; i < n; i++) {
-		t = READ_ONCE(r->list[i]);
-		if (!t)
-			continue;	/* before the stop: not written yet */
-		key.task = t;
-		s = bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen);
-		if (s && !s->recheck && ls_switches(t) == s->switches)
+	for (s = w->seen; s < w->seen + w->nr; s++) {
+		if (!s->recheck && ls_switches(s->task) == s->switches)
 			continue;
-		if (ls_stop_busy(d, t))
+		if (ls_stop_busy(d, s->task))
 			return true;
 	}
-	return false;
+	if (READ_ONCE(*ls.total_forks) == w->forks)
+		return false;
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		key.task = t;
+		if (bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen))
+			continue;
+		busy = ls_stop_busy(d, t);
+		if (busy)
+			goto out;	/* break leaves only the inner loop */
+	}
+out:
+	rcu_read_unlock();
+	return busy;
 }
 
 /* Do the sites hold what the operation expects? -EILSEQ if not. */
@@ -758,7 +701,6 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 		ret = ls_map_sites();
 		if (ret)
 			return ret;
-		ls_ran_start(&w);
 	}
 	cpus_read_lock();
 	if (!d->empty) {
@@ -783,7 +725,6 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 		mutex_unlock(ls.text_mutex);
 	}
 	cpus_read_unlock();
-	ls_ran_end(&w);
 	ls_walk_free(&w);
 	ls_unmap_sites();
 	d->walk = NULL;
@@ -828,7 +769,8 @@ static int ls_patch(bool undo)
 			ls.apply_work_ns = d.work_ns;
 			ls.apply_stop_tasks = d.walked;
 		}
-		if (ret != -EBUSY || attempt >= n)
+		/* A thread's main function is never left: no use trying again. */
+		if (ret != -EBUSY || attempt >= n || b->main_loop)
 			break;
 		msleep(max(READ_ONCE(retry_ms), 0));
 	}
@@ -846,6 +788,7 @@ static int ls_patch(bool undo)
 			 "busy: %s %s %pS%s (%d tries, %d ms apart)", who,
 			 b->unreliable ? "has an unreliable stack at" : "is inside",
 			 (void *)b->addr,
+			 b->main_loop ? ", the main function of that kernel thread, which it never leaves: it cannot be replaced while the thread runs" :
 			 !b->ran ? "" : b->in_stop ?
 			 ", seen in the stop: it ran after the walk" :
 			 ", seen again before the stop: it ran after the walk",
@@ -1638,8 +1581,7 @@ static int __init ls_init(void)
 		__livesplice_addrs[LS_SYM_FIND_MODULE];
 	ls.idle_task = (struct task_struct *(*)(int))
 		__livesplice_addrs[LS_SYM_IDLE_TASK];
-	ls.sched_switch =
-		(struct tracepoint *)__livesplice_addrs[LS_SYM_SCHED_SWITCH];
+	ls.total_forks = (unsigned long *)__livesplice_addrs[LS_SYM_TOTAL_FORKS];
 	for (i = 0; i < __livesplice_nr_funcs; i++)
 		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
