@@ -257,9 +257,9 @@ static bool ls_addr_busy(unsigned long addr, bool undo)
 }
 
 /*
- * Is the frame state is at the main function of kernel thread t: does it
- * return into kthread() or straight into ret_from_fork (kthreadd)?  Such
- * a function never returns while the thread runs.
+ * Is the function of state's frame the main function of kernel thread t:
+ * does it return into kthread(), or straight into ret_from_fork
+ * (kthreadd)?  Such a function never returns while the thread runs.
  */
 static bool ls_thread_main(struct task_struct *t, struct unwind_state *state)
 {
@@ -279,6 +279,12 @@ static bool ls_thread_main(struct task_struct *t, struct unwind_state *state)
 	       str_has_prefix(sym, "ret_from_fork+");
 }
 
+/* A task whose stack is already gone has nothing on it. */
+static bool ls_has_stack(struct task_struct *t)
+{
+	return task_stack_page(t) && refcount_read(&t->stack_refcount);
+}
+
 static unsigned long ls_switches(struct task_struct *t)
 {
 	return READ_ONCE(t->nvcsw) + READ_ONCE(t->nivcsw);
@@ -296,8 +302,7 @@ static bool ls_task_busy(struct task_struct *t, bool undo, struct ls_busy *b)
 	struct pt_regs *regs;
 	unsigned long addr;
 
-	/* A task whose stack is already gone has nothing on it. */
-	if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
+	if (!ls_has_stack(t))
 		return false;
 
 	for (unwind_start(&state, t, NULL, NULL);
@@ -467,7 +472,7 @@ static bool ls_stack_hit(const struct ls_stop *d, struct task_struct *t)
 {
 	unsigned long *base, *end, *p;
 
-	if (!task_stack_page(t) || !refcount_read(&t->stack_refcount))
+	if (!ls_has_stack(t))
 		return false;
 	base = task_stack_page(t);
 	end = base + THREAD_SIZE / sizeof(*base);
@@ -688,7 +693,8 @@ static void ls_sync_core(void *info)
 
 /*
  * One stop_machine with the lock order kprobes uses, after the walk of
- * every task (unless d->empty); returns the stop's duration in *stop_ns.
+ * every task (unless d->empty: else the caller mapped the sites,
+ * ls_map_sites); returns the stop's duration in *stop_ns.
  */
 static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 {
@@ -697,11 +703,6 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	int ret = 0;
 
 	*stop_ns = 0;
-	if (!d->empty) {
-		ret = ls_map_sites();
-		if (ret)
-			return ret;
-	}
 	cpus_read_lock();
 	if (!d->empty) {
 		ls_op_bounds(d);
@@ -726,7 +727,6 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	}
 	cpus_read_unlock();
 	ls_walk_free(&w);
-	ls_unmap_sites();
 	d->walk = NULL;
 	return ret;
 }
@@ -747,32 +747,48 @@ static void ls_mismatch(unsigned int i, bool undo, const u8 *found)
 		 f->name, f->site_offset, want, LS_JMP_LEN, found);
 }
 
+/*
+ * Stop, retrying while a task is in the way; the number of the last try
+ * in *attempt (from 0).
+ */
+static int ls_tries(struct ls_stop *d, bool undo, int *attempt)
+{
+	int ret, n = max(READ_ONCE(retries), 0);
+	u64 stop_ns;
+
+	for (*attempt = 0;; (*attempt)++) {
+		memset(d, 0, sizeof(*d));
+		d->undo = undo;
+		ret = ls_stop_once(d, &stop_ns);
+		if (undo) {
+			ls.undo_stop_ns = stop_ns;
+			ls.undo_work_ns = d->work_ns;
+			ls.undo_stop_tasks = d->walked;
+		} else {
+			ls.apply_stop_ns = stop_ns;
+			ls.apply_work_ns = d->work_ns;
+			ls.apply_stop_tasks = d->walked;
+		}
+		/* A thread's main function is never left: no use trying again. */
+		if (ret != -EBUSY || *attempt >= n || d->busy.main_loop)
+			return ret;
+		msleep(max(READ_ONCE(retry_ms), 0));
+	}
+}
+
 /* Apply or undo with retries; sets ls.error on failure. */
 static int ls_patch(bool undo)
 {
-	struct ls_stop d;
+	struct ls_stop d = {};
 	struct ls_busy *b = &d.busy;
-	int attempt, ret, n = max(READ_ONCE(retries), 0);
 	char who[TASK_COMM_LEN + 32];
-	u64 stop_ns;
+	int attempt = 0, ret;
 
-	for (attempt = 0;; attempt++) {
-		memset(&d, 0, sizeof(d));
-		d.undo = undo;
-		ret = ls_stop_once(&d, &stop_ns);
-		if (undo) {
-			ls.undo_stop_ns = stop_ns;
-			ls.undo_work_ns = d.work_ns;
-			ls.undo_stop_tasks = d.walked;
-		} else {
-			ls.apply_stop_ns = stop_ns;
-			ls.apply_work_ns = d.work_ns;
-			ls.apply_stop_tasks = d.walked;
-		}
-		/* A thread's main function is never left: no use trying again. */
-		if (ret != -EBUSY || attempt >= n || b->main_loop)
-			break;
-		msleep(max(READ_ONCE(retry_ms), 0));
+	/* Once for all the tries: the sites do not move between them. */
+	ret = ls_map_sites();
+	if (!ret) {
+		ret = ls_tries(&d, undo, &attempt);
+		ls_unmap_sites();
 	}
 
 	switch (ret) {
