@@ -35,13 +35,20 @@ type Cycle struct {
 	N               int
 	ApplyRC, UndoRC int
 	// EmptyNS is the median of the 7 empty stop_machines that apply's
-	// calibrate ran just before this apply.
-	EmptyNS, ApplyNS, UndoNS int64
+	// calibrate ran just before this apply, each after the same work
+	// before the stop as apply's (the walk of every task, the snapshot and
+	// the pass); EmptyBareNS is the median of 7 more without that work,
+	// back to back.
+	EmptyNS, EmptyBareNS, ApplyNS, UndoNS int64
 	// ApplyWorkNS and UndoWorkNS are the time spent in the stop's
 	// callback on the CPU that patches.
 	ApplyWorkNS, UndoWorkNS int64
 	// ApplyTasks and UndoTasks are the tasks walked inside the stop.
 	ApplyTasks, UndoTasks int64
+	// ApplyPass and UndoPass are 1 when the stop needed the pass over
+	// every task (some CPU ran another task between the snapshot and the
+	// stop), 0 when it looked only at the CPUs' tasks of the snapshot.
+	ApplyPass, UndoPass int64
 	// ApplyMS and UndoMS are how long livesplice apply and undo ran.
 	ApplyMS, UndoMS int64
 	// Reads of /proc/cmdline while applied, while undone, overlapping an
@@ -145,7 +152,9 @@ func parseCycle(args string) Cycle {
 	kv := fields(rest)
 	c.ApplyRC, c.UndoRC = int(kv.int("apply_rc")), int(kv.int("undo_rc"))
 	c.EmptyNS, c.ApplyNS, c.UndoNS = kv.int("empty_ns"), kv.int("apply_ns"), kv.int("undo_ns")
+	c.EmptyBareNS = kv.int("empty_bare_ns")
 	c.ApplyTasks, c.UndoTasks = kv.int("apply_tasks"), kv.int("undo_tasks")
+	c.ApplyPass, c.UndoPass = kv.int("apply_pass"), kv.int("undo_pass")
 	c.ApplyWorkNS, c.UndoWorkNS = kv.int("apply_work_ns"), kv.int("undo_work_ns")
 	c.ApplyMS, c.UndoMS = kv.int("apply_ms"), kv.int("undo_ms")
 	c.AppliedReads, c.UndoneReads = kv.int("applied_reads"), kv.int("undone_reads")

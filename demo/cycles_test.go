@@ -13,7 +13,7 @@ func cyclesOutput(cycleLines, kmsg, dmesg string) string {
 		"\n@@step alive\nalive\nconsole=ttyS0 secret=hunter2\n\n@@step dmesg\n" + dmesg + "\n@@step end\n"
 }
 
-const twoCycles = "@@cycle 1 apply_rc=0 undo_rc=0 empty_ns=100000 apply_ns=120000 apply_tasks=3 apply_work_ns=30000 undo_ns=110000 undo_tasks=2 undo_work_ns=20000 apply_ms=1700 undo_ms=200 applied_reads=10 undone_reads=20 moving_reads=400 wrong=0\n" +
+const twoCycles = "@@cycle 1 apply_rc=0 undo_rc=0 empty_ns=100000 empty_bare_ns=40000 apply_ns=120000 apply_tasks=3 apply_pass=0 apply_work_ns=30000 undo_ns=110000 undo_tasks=2 undo_pass=1 undo_work_ns=20000 apply_ms=1700 undo_ms=200 applied_reads=10 undone_reads=20 moving_reads=400 wrong=0\n" +
 	"@@cycle 2 apply_rc=0 undo_rc=0 empty_ns=200000 apply_ns=200000 apply_tasks=- undo_ns=150000 undo_tasks=- apply_ms=1800 undo_ms=210 applied_reads=11 undone_reads=21 moving_reads=401 wrong=0\n"
 
 func TestParseCycles(t *testing.T) {
@@ -23,21 +23,27 @@ func TestParseCycles(t *testing.T) {
 		t.Fatalf("parsed %+v", r)
 	}
 	c := r.Cycles[1]
-	if c.N != 2 || c.EmptyNS != 200000 || c.ApplyNS != 200000 || c.UndoNS != 150000 || c.ApplyTasks != -1 || c.UndoTasks != -1 || c.UndoneReads != 21 || c.ApplyWorkNS != -1 {
+	if c.N != 2 || c.EmptyNS != 200000 || c.ApplyNS != 200000 || c.UndoNS != 150000 || c.ApplyTasks != -1 || c.UndoTasks != -1 || c.UndoneReads != 21 || c.ApplyWorkNS != -1 ||
+		c.EmptyBareNS != -1 || c.ApplyPass != -1 {
 		t.Errorf("cycle 2 parsed as %+v", c)
+	}
+	if c := r.Cycles[0]; c.EmptyBareNS != 40000 || c.ApplyPass != 0 || c.UndoPass != 1 {
+		t.Errorf("cycle 1 parsed as %+v", c)
 	}
 	if f := r.Failures(); len(f) > 0 {
 		t.Errorf("a clean run fails: %q", f)
 	}
 	st := r.Stops()
-	if st.ApplyRatio.Median != 1.1 || st.ApplyTasks.N != 1 || st.ApplyTasks.Median != 3 || st.Empty.Max != 200 || st.ApplyWork.N != 1 || st.ApplyWork.Median != 30 {
+	if st.ApplyRatio.Median != 1.1 || st.ApplyTasks.N != 1 || st.ApplyTasks.Median != 3 || st.Empty.Max != 200 || st.ApplyWork.N != 1 || st.ApplyWork.Median != 30 ||
+		st.EmptyBare.N != 1 || st.EmptyBare.Median != 40 || st.ApplyBareRatio.Median != 3 || st.Passes != 1 || st.ApplyPasses != 0 || st.UndoPasses != 1 {
 		t.Errorf("stops %+v", st)
 	}
 	var b strings.Builder
 	if err := WriteStopTable(&b, r); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "ratio of medians: apply/empty 1.07x, undo/empty 0.87x") {
+	if !strings.Contains(b.String(), "ratio of medians: apply/empty 1.07x, undo/empty 0.87x, apply/back-to-back empty 4.00x\n"+
+		"stops that needed the pass over every task: apply 0, undo 1, of 1 cycles\n") {
 		t.Errorf("table:\n%s", b.String())
 	}
 }

@@ -42,12 +42,19 @@ func SpreadOf(xs []float64) Spread {
 
 // StopStats are a boot's stop times in µs and their ratios.
 type StopStats struct {
-	Apply, Undo, Empty Spread
+	// Empty is the empty stop after the same work before it as apply's,
+	// EmptyBare the one without it (back to back).
+	Apply, Undo, Empty, EmptyBare Spread
 	// ApplyWork and UndoWork are the time in the stop's callback, µs.
 	ApplyWork, UndoWork Spread
 	// ApplyRatio and UndoRatio are the per-cycle ratios to the cycle's
 	// empty stop.
 	ApplyRatio, UndoRatio Spread
+	// ApplyBareRatio is apply's per-cycle ratio to the bare empty stop.
+	ApplyBareRatio Spread
+	// ApplyPasses and UndoPasses count the stops that needed the pass
+	// over every task, of Passes stops that said.
+	ApplyPasses, UndoPasses, Passes int
 	// ApplyTasks and UndoTasks are the tasks walked inside the stop (N 0:
 	// the helper does not say).
 	ApplyTasks, UndoTasks Spread
@@ -56,7 +63,8 @@ type StopStats struct {
 // Stops computes the stop statistics of the run's cycles that applied
 // and undid.
 func (r *CycleRun) Stops() StopStats {
-	var a, u, e, aw, uw, ar, ur, at, ut []float64
+	var a, u, e, eb, aw, uw, ar, ur, abr, at, ut []float64
+	var st StopStats
 	us := func(ns int64) float64 {
 		if ns < 0 {
 			return -1
@@ -73,17 +81,22 @@ func (r *CycleRun) Stops() StopStats {
 		if c.ApplyRC != 0 || c.UndoRC != 0 {
 			continue
 		}
-		a, u, e = append(a, us(c.ApplyNS)), append(u, us(c.UndoNS)), append(e, us(c.EmptyNS))
+		a, u, e, eb = append(a, us(c.ApplyNS)), append(u, us(c.UndoNS)), append(e, us(c.EmptyNS)), append(eb, us(c.EmptyBareNS))
 		aw, uw = append(aw, us(c.ApplyWorkNS)), append(uw, us(c.UndoWorkNS))
 		ar, ur = append(ar, ratio(c.ApplyNS, c.EmptyNS)), append(ur, ratio(c.UndoNS, c.EmptyNS))
+		abr = append(abr, ratio(c.ApplyNS, c.EmptyBareNS))
 		at, ut = append(at, float64(c.ApplyTasks)), append(ut, float64(c.UndoTasks))
+		if c.ApplyPass >= 0 && c.UndoPass >= 0 {
+			st.Passes++
+			st.ApplyPasses += int(c.ApplyPass)
+			st.UndoPasses += int(c.UndoPass)
+		}
 	}
-	return StopStats{
-		Apply: SpreadOf(a), Undo: SpreadOf(u), Empty: SpreadOf(e),
-		ApplyWork: SpreadOf(aw), UndoWork: SpreadOf(uw),
-		ApplyRatio: SpreadOf(ar), UndoRatio: SpreadOf(ur),
-		ApplyTasks: SpreadOf(at), UndoTasks: SpreadOf(ut),
-	}
+	st.Apply, st.Undo, st.Empty, st.EmptyBare = SpreadOf(a), SpreadOf(u), SpreadOf(e), SpreadOf(eb)
+	st.ApplyWork, st.UndoWork = SpreadOf(aw), SpreadOf(uw)
+	st.ApplyRatio, st.UndoRatio, st.ApplyBareRatio = SpreadOf(ar), SpreadOf(ur), SpreadOf(abr)
+	st.ApplyTasks, st.UndoTasks = SpreadOf(at), SpreadOf(ut)
+	return st
 }
 
 // WriteStopTable prints a run's stop statistics: one row per measure
@@ -108,11 +121,13 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 	}
 	row("apply stop µs", st.Apply, "%.0f")
 	row("undo stop µs", st.Undo, "%.0f")
-	row("empty stop µs (median of 7, before each apply)", st.Empty, "%.0f")
+	row("empty stop µs (median of 7 after apply's pre-stop work)", st.Empty, "%.0f")
+	row("empty stop µs (median of 7, back to back)", st.EmptyBare, "%.0f")
 	row("apply work µs (in the callback)", st.ApplyWork, "%.0f")
 	row("undo work µs", st.UndoWork, "%.0f")
 	row("apply / empty (per cycle)", st.ApplyRatio, "%.2fx")
 	row("undo / empty (per cycle)", st.UndoRatio, "%.2fx")
+	row("apply / back-to-back empty (per cycle)", st.ApplyBareRatio, "%.2fx")
 	row("tasks walked in the apply stop", st.ApplyTasks, "%.0f")
 	row("tasks walked in the undo stop", st.UndoTasks, "%.0f")
 	if err := tw.Flush(); err != nil {
@@ -124,14 +139,21 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 		}
 		return fmt.Sprintf("%.2fx", x.Median/y.Median)
 	}
-	_, err := fmt.Fprintf(w, "ratio of medians: apply/empty %s, undo/empty %s\n", of(st.Apply, st.Empty), of(st.Undo, st.Empty))
+	if _, err := fmt.Fprintf(w, "ratio of medians: apply/empty %s, undo/empty %s, apply/back-to-back empty %s\n",
+		of(st.Apply, st.Empty), of(st.Undo, st.Empty), of(st.Apply, st.EmptyBare)); err != nil {
+		return err
+	}
+	if st.Passes == 0 {
+		return nil
+	}
+	_, err := fmt.Fprintf(w, "stops that needed the pass over every task: apply %d, undo %d, of %d cycles\n", st.ApplyPasses, st.UndoPasses, st.Passes)
 	return err
 }
 
 // WriteStopSummary prints one line of medians per run.
 func WriteStopSummary(w io.Writer, runs []*CycleRun) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "vCPUs\ttasks\tcycles\tapply µs\tundo µs\tempty µs\tapply/empty\tmedian apply/median empty\ttasks walked (apply)\t")
+	fmt.Fprintln(tw, "vCPUs\ttasks\tcycles\tapply µs\tundo µs\tempty µs\tback-to-back empty µs\tapply/empty\tmedian apply/median empty\tmedian apply/median back-to-back\ttasks walked (apply)\tapply passes\t")
 	for _, r := range runs {
 		st := r.Stops()
 		med := func(s Spread, format string) string {
@@ -140,13 +162,20 @@ func WriteStopSummary(w io.Writer, runs []*CycleRun) error {
 			}
 			return fmt.Sprintf(format, s.Median)
 		}
-		ofMedians := "-"
-		if st.Apply.N > 0 && st.Empty.N > 0 && st.Empty.Median > 0 {
-			ofMedians = fmt.Sprintf("%.2fx", st.Apply.Median/st.Empty.Median)
+		ofMedians := func(x, y Spread) string {
+			if x.N == 0 || y.N == 0 || y.Median <= 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2fx", x.Median/y.Median)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Options.SMP, r.Tasks, st.Apply.N,
-			med(st.Apply, "%.0f"), med(st.Undo, "%.0f"), med(st.Empty, "%.0f"),
-			med(st.ApplyRatio, "%.2fx"), ofMedians, med(st.ApplyTasks, "%.0f"))
+		passes := "-"
+		if st.Passes > 0 {
+			passes = fmt.Sprintf("%d/%d", st.ApplyPasses, st.Passes)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Options.SMP, r.Tasks, st.Apply.N,
+			med(st.Apply, "%.0f"), med(st.Undo, "%.0f"), med(st.Empty, "%.0f"), med(st.EmptyBare, "%.0f"),
+			med(st.ApplyRatio, "%.2fx"), ofMedians(st.Apply, st.Empty), ofMedians(st.Apply, st.EmptyBare),
+			med(st.ApplyTasks, "%.0f"), passes)
 	}
 	return tw.Flush()
 }

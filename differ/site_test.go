@@ -197,6 +197,7 @@ func TestStopPath(t *testing.T) {
 		{"default_idle", ".cpuidle.text", ""},
 		{"multi_cpu_stop", ".text.multi_cpu_stop", "runs on the other CPUs while stop_machine writes the jump"},
 		{"rcu_momentary_dyntick_idle", ".text.rcu_momentary_dyntick_idle", "its spin loop"},
+		{"rcu_momentary_eqs", ".text.rcu_momentary_eqs", "its spin loop"},
 		{"exc_nmi", ".noinstr.text", "is in .noinstr.text, code an NMI runs on any CPU"},
 		{"entry_SYSCALL_64", ".entry.text", "is in .entry.text"},
 	}

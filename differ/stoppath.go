@@ -15,7 +15,8 @@ var stopPathFuncs = map[string]bool{
 	"stop_machine_yield":              true,
 	"ack_state":                       true,
 	"set_state":                       true,
-	"rcu_momentary_dyntick_idle":      true,
+	"rcu_momentary_dyntick_idle":      true, // 6.1.187
+	"rcu_momentary_eqs":               true, // the same, renamed by 6.1.192
 	"arch_touch_nmi_watchdog":         true,
 	"touch_softlockup_watchdog":       true,
 	"touch_softlockup_watchdog_sched": true,

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,6 +215,9 @@ func findStatus(id string, all []*Status) (*Status, error) {
 // returns the helper's one-line account of why, classified.
 func (l *Loader) control(id, module, cmd string) error {
 	path := filepath.Join(l.dir(module), "control")
+	// No collection on another CPU while the helper walks and stops.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	err := os.WriteFile(path, []byte(cmd), 0)
 	if err == nil {
 		return nil

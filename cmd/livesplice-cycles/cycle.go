@@ -19,15 +19,18 @@ import (
 type result struct {
 	applyRC, undoRC          int
 	emptyNS, applyNS, undoNS int64
+	emptyBareNS              int64
 	applyWorkNS, undoWorkNS  int64
 	applyTasks, undoTasks    int64
+	applyPass, undoPass      int64 // 1: the stop needed the pass over every task
 	applyMS, undoMS          int64
 	reads                    counts
 	kmsg                     []string
 }
 
 func newResult() result {
-	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, applyTasks: -1, undoTasks: -1, applyWorkNS: -1, undoWorkNS: -1}
+	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, emptyBareNS: -1, applyTasks: -1, undoTasks: -1,
+		applyWorkNS: -1, undoWorkNS: -1, applyPass: -1, undoPass: -1}
 }
 
 // line is the cycle's "@@cycle" line, which demo.RunCycles parses.
@@ -38,8 +41,10 @@ func (r result) line(n int) string {
 		}
 		return strconv.FormatInt(x, 10)
 	}
-	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s apply_ns=%s apply_tasks=%s apply_work_ns=%s undo_ns=%s undo_tasks=%s undo_work_ns=%s apply_ms=%d undo_ms=%d applied_reads=%d undone_reads=%d moving_reads=%d wrong=%d",
-		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.applyNS), v(r.applyTasks), v(r.applyWorkNS), v(r.undoNS), v(r.undoTasks), v(r.undoWorkNS),
+	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s empty_bare_ns=%s apply_ns=%s apply_tasks=%s apply_pass=%s apply_work_ns=%s "+
+		"undo_ns=%s undo_tasks=%s undo_pass=%s undo_work_ns=%s apply_ms=%d undo_ms=%d applied_reads=%d undone_reads=%d moving_reads=%d wrong=%d",
+		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.emptyBareNS), v(r.applyNS), v(r.applyTasks), v(r.applyPass), v(r.applyWorkNS),
+		v(r.undoNS), v(r.undoTasks), v(r.undoPass), v(r.undoWorkNS),
 		r.applyMS, r.undoMS, r.reads.applied, r.reads.undone, r.reads.moving, r.reads.wrong)
 }
 
@@ -61,8 +66,10 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 	rs.next() // applied
 	if dir, err := moduleDir(o.id); err == nil {
 		r.emptyNS = readInt(filepath.Join(dir, "empty_stop_ns"))
+		r.emptyBareNS = readInt(filepath.Join(dir, "empty_bare_stop_ns"))
 		r.applyNS = readInt(filepath.Join(dir, "apply_stop_ns"))
 		r.applyTasks = readInt(filepath.Join(dir, "apply_stop_tasks"))
+		r.applyPass = readInt(filepath.Join(dir, "apply_stop_pass"))
 		r.applyWorkNS = readInt(filepath.Join(dir, "apply_work_ns"))
 	}
 	time.Sleep(dwell)
@@ -81,6 +88,10 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 			r.undoWorkNS, _ = strconv.ParseInt(m[3], 10, 64)
 			if m[4] != "" {
 				r.undoTasks, _ = strconv.ParseInt(m[4], 10, 64)
+				r.undoPass = 0
+				if m[5] != "" {
+					r.undoPass = 1
+				}
 			}
 		}
 	}
@@ -89,8 +100,9 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 }
 
 // undidRE matches the helper's log record of an undo; helpers before the
-// stop's re-walk do not say how many tasks it walked.
-var undidRE = regexp.MustCompile(`undid (\S+) .*: stop (\d+) ns, work (\d+) ns(?:, (\d+) task)?`)
+// stop's re-walk do not say how many tasks it walked, and it says whether
+// the stop needed the pass over every task.
+var undidRE = regexp.MustCompile(`undid (\S+) .*: stop (\d+) ns, work (\d+) ns(?:, (\d+) task\(s\) walked in the stop(, by the pass)?)?`)
 
 func livesplice(o options, args ...string) ([]byte, int64, error) {
 	cmd := exec.Command(o.livesplice, args...)

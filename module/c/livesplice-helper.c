@@ -76,6 +76,7 @@ module_param(walk_delay_ms, int, 0644);
 MODULE_PARM_DESC(walk_delay_ms, "test hook: pause between the walk of every task and the stop, in milliseconds (default 0)");
 
 #define LS_CALIBRATE_RUNS	7
+#define LS_SNAPSHOT_TRIES	4
 #define LS_ERROR_LEN		256
 
 typedef void *(*ls_poke_fn)(void *addr, const void *opcode, size_t len);
@@ -124,6 +125,7 @@ static struct {
 	ls_stop_fn stop_machine_cpuslocked;
 	struct task_struct *(*idle_task)(int cpu);
 	unsigned long *total_forks;
+	unsigned long long (*nr_context_switches)(void);
 	struct mutex *module_mutex;
 	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
@@ -137,7 +139,8 @@ static struct {
 	u64 apply_stop_ns, apply_work_ns;
 	u64 undo_stop_ns, undo_work_ns;
 	u64 apply_stop_tasks, undo_stop_tasks;	/* tasks walked in the stop */
-	u64 empty_stop_ns;
+	u64 apply_stop_pass, undo_stop_pass;	/* 1: it needed the pass */
+	u64 empty_stop_ns, empty_bare_stop_ns;
 } ls;
 
 /* A task found in the way of an operation. */
@@ -160,11 +163,13 @@ struct ls_seen {
 };
 
 /*
- * The walk of every task before the stop.  Inside the stop only the tasks
- * that have been switched out since their walk (their switch count moved:
- * every task that ran since was, for the stop to run), those forked since,
- * and those that ran during it are checked again.  full: the walk could
- * not record every task, so the stop checks them all.
+ * The walk of every task before the stop.  The pass over it, before the
+ * stop and in the stop when the snapshot cannot tell who ran (see
+ * ls_snapshot), looks again at the tasks that have been switched out since
+ * their walk (their switch count moved: every task that ran since was, for
+ * the stop to run), those forked since, and those that ran during it.
+ * full: the walk could not record every task, so the pass looks at them
+ * all.
  */
 struct ls_walk {
 	struct ls_seen *seen;		/* sorted by task */
@@ -176,9 +181,14 @@ struct ls_walk {
 /* Shared between a control write and its stop_machine callback. */
 struct ls_stop {
 	bool undo;
-	bool empty;			/* calibration: do nothing */
+	bool empty;			/* calibration: do nothing in the stop, */
+	bool bare;			/* nor before it */
 	bool in_stop;			/* the callback is running */
+	bool pass;			/* the stop needed the pass over the walk */
 	struct ls_walk *walk;
+	struct task_struct **snap;	/* per CPU: its task at the snapshot */
+	unsigned long long snap_switches;	/* nr_context_switches() then */
+	unsigned long snap_forks;	/* total_forks then */
 	unsigned long lo, hi;		/* bounds of the code in the way */
 	int result;			/* 0, -EBUSY or -EILSEQ */
 	struct ls_busy busy;		/* -EBUSY: the task in the way */
@@ -352,87 +362,6 @@ static void ls_walk_free(struct ls_walk *w)
 	memset(w, 0, sizeof(*w));
 }
 
-/*
- * Walk t before the stop; -EBUSY (b filled in) if it is in the way and
- * did not run meanwhile.  The switch count is read after on_cpu: a task
- * switching out counts the switch before it clears on_cpu.
- */
-static int ls_walk_task(struct ls_walk *w, struct task_struct *t, bool undo,
-			struct ls_busy *b)
-{
-	struct ls_seen *s;
-	struct ls_busy found = {};
-	bool busy;
-
-	if (w->nr == w->cap) {
-		w->full = true;
-		return 0;
-	}
-	s = &w->seen[w->nr++];
-	get_task_struct(t);
-	s->task = t;
-	/* Pairs with finish_task()'s release of on_cpu: the count is current. */
-	if (smp_load_acquire(&t->on_cpu)) {
-		s->recheck = true;
-		return 0;
-	}
-	s->switches = ls_switches(t);
-	/* The count before the stack, */
-	smp_rmb();
-	busy = ls_task_busy(t, undo, &found);
-	/* the stack before on_cpu and the count again. */
-	smp_rmb();
-	if (READ_ONCE(t->on_cpu) || ls_switches(t) != s->switches) {
-		s->recheck = true;
-		return 0;
-	}
-	if (!busy)
-		return 0;
-	*b = found;
-	return -EBUSY;
-}
-
-/*
- * Walk every task and every online CPU's idle task (CPU hotplug is held
- * off by the caller) before the stop.
- */
-static int ls_walk_all(struct ls_walk *w, bool undo, struct ls_busy *b)
-{
-	struct task_struct *g, *t;
-	unsigned int n = 0;
-	int cpu, ret = 0;
-
-	rcu_read_lock();
-	for_each_process_thread(g, t)
-		n++;
-	rcu_read_unlock();
-	w->cap = n + n / 4 + 64 + num_online_cpus();
-	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
-	if (!w->seen)
-		return -ENOMEM;
-	/* total_forks before the task list: a task forked later is new. */
-	w->forks = READ_ONCE(*ls.total_forks);
-	smp_rmb();
-
-	rcu_read_lock();
-	for_each_process_thread(g, t) {
-		ret = ls_walk_task(w, t, undo, b);
-		if (ret || w->full)
-			goto out;	/* break leaves only the inner loop */
-	}
-out:
-	rcu_read_unlock();
-	for_each_online_cpu(cpu) {
-		if (ret || w->full)
-			break;
-		ret = ls_walk_task(w, ls.idle_task(cpu), undo, b);
-	}
-	if (ret)
-		return ret;
-	sort(w->seen, w->nr, sizeof(*w->seen), ls_cmp_seen, NULL);
-	return 0;
-}
-
 static void ls_bound(struct ls_stop *d, unsigned long start,
 		     unsigned long size)
 {
@@ -462,11 +391,11 @@ static void ls_op_bounds(struct ls_stop *d)
 }
 
 /*
- * In the stop, the quick check: does any word of t's live stack, from its
- * saved stack pointer (or this CPU's, for current) to the top, point into
- * the code?  Every return address of a task that is not running is such
- * a word, so a stack without one is not in the way.  A hit may be a stale
- * word; the unwinder decides.
+ * The quick check: does any word of t's live stack, from its saved stack
+ * pointer (or this CPU's, for current) to the top, point into the code?
+ * Every return address of a task that is not running is such a word, so a
+ * stack without one is not in the way, however its frames unwind.  A hit
+ * may be a stale word; the unwinder decides.
  */
 static bool ls_stack_hit(const struct ls_stop *d, struct task_struct *t)
 {
@@ -486,22 +415,211 @@ static bool ls_stack_hit(const struct ls_stop *d, struct task_struct *t)
 	return false;
 }
 
+/* Is t, not running or current, in the way?  Then d->busy says why. */
+static bool ls_in_way(struct ls_stop *d, struct task_struct *t)
+{
+	struct ls_busy found = {};
+
+	if (d->in_stop)
+		d->walked++;
+	if (!ls_stack_hit(d, t) || !ls_task_busy(t, d->undo, &found))
+		return false;
+	d->busy = found;
+	return true;
+}
+
+enum ls_look { LS_CLEAR, LS_IN_WAY, LS_MOVED };
+
+/*
+ * Look at t while the machine runs.  LS_MOVED: it was on a CPU, or ran
+ * during the look (the stop looks again); else *switches is the switch
+ * count its stack was seen with.  The count is read after on_cpu: a task
+ * switching out counts the switch before it clears on_cpu.
+ */
+static enum ls_look ls_look(struct ls_stop *d, struct task_struct *t,
+			    unsigned long *switches)
+{
+	bool in_way;
+
+	/* Pairs with finish_task()'s release of on_cpu: the count is current. */
+	if (smp_load_acquire(&t->on_cpu))
+		return LS_MOVED;
+	*switches = ls_switches(t);
+	/* The count before the stack, */
+	smp_rmb();
+	in_way = ls_in_way(d, t);
+	/* the stack before on_cpu and the count again. */
+	smp_rmb();
+	if (READ_ONCE(t->on_cpu) || ls_switches(t) != *switches)
+		return LS_MOVED;
+	return in_way ? LS_IN_WAY : LS_CLEAR;
+}
+
+/*
+ * Note what a look at s's task before the stop finds: -EBUSY if it is in
+ * the way (ran: it ran after its walk), else whether the stop must look
+ * again.
+ */
+static int ls_note(struct ls_stop *d, struct ls_seen *s, bool ran)
+{
+	switch (ls_look(d, s->task, &s->switches)) {
+	case LS_IN_WAY:
+		d->busy.ran = ran;
+		return -EBUSY;
+	case LS_MOVED:
+		s->recheck = true;
+		return 0;
+	default:
+		s->recheck = false;
+		return 0;
+	}
+}
+
+static int ls_walk_task(struct ls_stop *d, struct task_struct *t)
+{
+	struct ls_walk *w = d->walk;
+	struct ls_seen *s;
+
+	if (w->nr == w->cap) {
+		w->full = true;
+		return 0;
+	}
+	s = &w->seen[w->nr++];
+	get_task_struct(t);
+	s->task = t;
+	return ls_note(d, s, false);
+}
+
+/*
+ * Walk every task and every online CPU's idle task (CPU hotplug is held
+ * off by the caller) before the stop.
+ */
+static int ls_walk_all(struct ls_stop *d)
+{
+	struct ls_walk *w = d->walk;
+	struct task_struct *g, *t;
+	unsigned int n = 0;
+	int cpu, ret = 0;
+
+	rcu_read_lock();
+	for_each_process_thread(g, t)
+		n++;
+	rcu_read_unlock();
+	w->cap = n + n / 4 + 64 + num_online_cpus();
+	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
+	if (!w->seen)
+		return -ENOMEM;
+	/* total_forks before the task list: a task forked later is new. */
+	w->forks = READ_ONCE(*ls.total_forks);
+	smp_rmb();
+
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		ret = ls_walk_task(d, t);
+		if (ret || w->full)
+			goto out;	/* break leaves only the inner loop */
+	}
+out:
+	rcu_read_unlock();
+	for_each_online_cpu(cpu) {
+		if (ret || w->full)
+			break;
+		ret = ls_walk_task(d, ls.idle_task(cpu));
+	}
+	if (ret)
+		return ret;
+	sort(w->seen, w->nr, sizeof(*w->seen), ls_cmp_seen, NULL);
+	return 0;
+}
+
+static void ls_snap_cpu(void *info)
+{
+	struct ls_stop *d = info;
+
+	get_task_struct(current);
+	d->snap[smp_processor_id()] = current;
+}
+
+/*
+ * The snapshot, taken just before the pass that runs before the stop: the
+ * context switches of all CPUs so far, then the task each CPU runs, read
+ * on that CPU with interrupts off, where no switch is half done.  In the
+ * stop every CPU runs its stopper.  If the count of switches moved by
+ * exactly the number of CPUs whose task is no longer the snapshot's, each
+ * of those switched once, from that task to its stopper, and no other task
+ * ran since the snapshot: the pass after it saw every other task where it
+ * still is, and only the snapshot's tasks need a look (ls_stop_cpus).  A
+ * switch read early only makes the count look larger.
+ */
+static int ls_snapshot(struct ls_stop *d)
+{
+	d->snap = kcalloc(nr_cpu_ids, sizeof(*d->snap), GFP_KERNEL);
+	if (!d->snap)
+		return -ENOMEM;
+	d->snap_forks = READ_ONCE(*ls.total_forks);
+	d->snap_switches = ls.nr_context_switches();
+	on_each_cpu(ls_snap_cpu, d, 1);
+	return 0;
+}
+
+static void ls_snap_free(struct ls_stop *d)
+{
+	int cpu;
+
+	if (!d->snap)
+		return;
+	for_each_possible_cpu(cpu)
+		if (d->snap[cpu])
+			put_task_struct(d->snap[cpu]);
+	kfree(d->snap);
+	d->snap = NULL;
+}
+
 /*
  * In the stop, or just before it: is t, which ran since its walk, in the
  * way?  Tasks on a CPU are skipped: in the stop the other CPUs' current
  * tasks are their stoppers, spinning in multi_cpu_stop (refused at build
  * time, with its callers: differ/stoppath.go); before it, the stop checks
- * them.  Counted in d->walked.
+ * them.
  */
 static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
 {
 	if (t->on_cpu && t != current)
 		return false;
-	d->walked++;
-	if (!ls_stack_hit(d, t) || !ls_task_busy(t, d->undo, &d->busy))
+	if (!ls_in_way(d, t))
 		return false;
 	d->busy.ran = true;
 	d->busy.in_stop = d->in_stop;
+	return true;
+}
+
+/*
+ * In the stop: when only the snapshot's tasks can have moved (see
+ * ls_snapshot), look at them and set *busy.  False if something else ran:
+ * the pass is needed.
+ */
+static bool ls_stop_cpus(struct ls_stop *d, bool *busy)
+{
+	unsigned long long moved = 0;
+	int cpu;
+
+	if (READ_ONCE(*ls.total_forks) != d->snap_forks)
+		return false;
+	for_each_online_cpu(cpu) {
+		if (!d->snap[cpu])
+			return false;
+		moved += d->snap[cpu] != per_cpu(current_task, cpu);
+	}
+	if (ls.nr_context_switches() - d->snap_switches != moved)
+		return false;
+	*busy = false;
+	for_each_online_cpu(cpu) {
+		if (d->snap[cpu] == per_cpu(current_task, cpu))
+			continue;
+		*busy = ls_stop_busy(d, d->snap[cpu]);
+		if (*busy)
+			break;
+	}
 	return true;
 }
 
@@ -529,10 +647,10 @@ out:
 }
 
 /*
- * Runs on one CPU while the others spin with interrupts off: every task is
- * where it will be when the jumps are written.  Only the tasks that ran
- * since their walk can have moved (see struct ls_walk).  Also run just
- * before the stop (ls_precheck).
+ * The pass over the walk: look again at every task that ran since its
+ * walk (see struct ls_walk).  Before the stop (ls_precheck), a task found
+ * where it was is noted again, as the walk notes it; in the stop, every
+ * task is where it will be when the jumps are written.
  */
 static bool ls_stop_check(struct ls_stop *d)
 {
@@ -546,7 +664,7 @@ static bool ls_stop_check(struct ls_stop *d)
 	for (s = w->seen; s < w->seen + w->nr; s++) {
 		if (!s->recheck && ls_switches(s->task) == s->switches)
 			continue;
-		if (ls_stop_busy(d, s->task))
+		if (d->in_stop ? ls_stop_busy(d, s->task) : ls_note(d, s, true))
 			return true;
 	}
 	if (READ_ONCE(*ls.total_forks) == w->forks)
@@ -596,12 +714,17 @@ static int ls_stop_cb(void *data)
 	struct ls_site *s;
 	u64 start = ktime_get_ns();
 	unsigned int i;
+	bool busy;
 
 	if (d->empty)
 		goto out;
 
 	d->in_stop = true;
-	d->result = ls_stop_check(d) ? -EBUSY : ls_check_sites(d);
+	if (!ls_stop_cpus(d, &busy)) {
+		d->pass = true;
+		busy = ls_stop_check(d);
+	}
+	d->result = busy ? -EBUSY : ls_check_sites(d);
 	if (d->result)
 		goto out;
 
@@ -670,10 +793,10 @@ static int ls_map_sites(void)
 }
 
 /*
- * The stop's re-check, once more just before it, in process context: a
- * task found in the way now is refused without stopping the machine, and
- * the stop finds less to do.  A stack is freed a grace period after its
- * task's end, so the read lock keeps the stacks looked at.
+ * The pass, just before the stop and after the snapshot, in process
+ * context: a task found in the way now is refused without stopping the
+ * machine, and the stop finds less to do.  A stack is freed a grace period
+ * after its task's end, so the read lock keeps the stacks looked at.
  */
 static int ls_precheck(struct ls_stop *d)
 {
@@ -682,8 +805,29 @@ static int ls_precheck(struct ls_stop *d)
 	rcu_read_lock();
 	busy = ls_stop_check(d);
 	rcu_read_unlock();
-	d->walked = 0;
 	return busy ? -EBUSY : ls_check_sites(d);
+}
+
+/*
+ * The snapshot and the pass after it, taken again (up to
+ * LS_SNAPSHOT_TRIES times) while some CPU switched tasks during the pass:
+ * the stop can then look at the snapshot's tasks alone (ls_stop_cpus),
+ * unless a CPU switches between here and the stop.
+ */
+static int ls_prestop(struct ls_stop *d)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0;; i++) {
+		ret = ls_snapshot(d);
+		if (!ret)
+			ret = ls_precheck(d);
+		if (ret || i + 1 == LS_SNAPSHOT_TRIES ||
+		    ls.nr_context_switches() == d->snap_switches)
+			return ret;
+		ls_snap_free(d);
+	}
 }
 
 static void ls_sync_core(void *info)
@@ -693,8 +837,10 @@ static void ls_sync_core(void *info)
 
 /*
  * One stop_machine with the lock order kprobes uses, after the walk of
- * every task (unless d->empty: else the caller mapped the sites,
- * ls_map_sites); returns the stop's duration in *stop_ns.
+ * every task, the snapshot and the pass (else the caller mapped the sites,
+ * ls_map_sites); returns the stop's duration in *stop_ns.  A calibration
+ * (d->empty) does the same work before its empty stop, unless d->bare, and
+ * ignores what it finds.
  */
 static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 {
@@ -703,29 +849,32 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	int ret = 0;
 
 	*stop_ns = 0;
+	d->walk = &w;
 	cpus_read_lock();
-	if (!d->empty) {
+	if (!d->bare) {
 		ls_op_bounds(d);
-		ret = ls_walk_all(&w, d->undo, &d->busy);
-		d->walk = &w;
-		if (!ret)
-			ret = ls_precheck(d);
-		if (!ret && walk_delay_ms > 0) {
-			pr_info("walked %u task(s) before the stop; pausing %d ms (walk_delay_ms)\n",
-				w.nr, walk_delay_ms);
-			msleep(walk_delay_ms);
-		}
+		ret = ls_walk_all(d);
 	}
+	mutex_lock(ls.text_mutex);
+	if (!ret && !d->bare)
+		ret = ls_prestop(d);
+	if (!ret && !d->empty && walk_delay_ms > 0) {
+		pr_info("walked %u task(s) before the stop; pausing %d ms (walk_delay_ms)\n",
+			w.nr, walk_delay_ms);
+		msleep(walk_delay_ms);
+	}
+	if (d->empty)
+		ret = 0;
 	if (!ret) {
-		mutex_lock(ls.text_mutex);
 		start = ktime_get_ns();
 		ret = ls.stop_machine_cpuslocked(ls_stop_cb, d, NULL);
 		*stop_ns = ktime_get_ns() - start;
 		if (!ret && !d->empty)
 			on_each_cpu(ls_sync_core, NULL, 1);
-		mutex_unlock(ls.text_mutex);
 	}
+	mutex_unlock(ls.text_mutex);
 	cpus_read_unlock();
+	ls_snap_free(d);
 	ls_walk_free(&w);
 	d->walk = NULL;
 	return ret;
@@ -764,10 +913,12 @@ static int ls_tries(struct ls_stop *d, bool undo, int *attempt)
 			ls.undo_stop_ns = stop_ns;
 			ls.undo_work_ns = d->work_ns;
 			ls.undo_stop_tasks = d->walked;
+			ls.undo_stop_pass = d->pass;
 		} else {
 			ls.apply_stop_ns = stop_ns;
 			ls.apply_work_ns = d->work_ns;
 			ls.apply_stop_tasks = d->walked;
+			ls.apply_stop_pass = d->pass;
 		}
 		/* A thread's main function is never left: no use trying again. */
 		if (ret != -EBUSY || *attempt >= n || d->busy.main_loop)
@@ -1204,6 +1355,7 @@ static int ls_apply(void)
 		ob->in_op = true;
 	}
 	ls.apply_stop_ns = ls.apply_work_ns = ls.apply_stop_tasks = 0;
+	ls.apply_stop_pass = 0;
 	for (o = 0; o < __livesplice_nr_objects; o++)
 		live += ls.objs[o].in_op;
 	if (live) {
@@ -1218,9 +1370,10 @@ static int ls_apply(void)
 	}
 	add_taint(TAINT_LIVEPATCH, LOCKDEP_STILL_OK);
 	WRITE_ONCE(ls.state, LS_APPLIED);
-	pr_info("applied %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop\n",
+	pr_info("applied %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop%s\n",
 		__livesplice_id, __livesplice_nr_funcs, live, ls.apply_stop_ns,
-		ls.apply_work_ns, ls.apply_stop_tasks);
+		ls.apply_work_ns, ls.apply_stop_tasks,
+		ls.apply_stop_pass ? ", by the pass over every task" : "");
 	return 0;
 fail:
 	for (o = 0; o < __livesplice_nr_objects; o++) {
@@ -1247,6 +1400,7 @@ static int ls_undo(void)
 		live += ls.objs[o].in_op;
 	}
 	ls.undo_stop_ns = ls.undo_work_ns = ls.undo_stop_tasks = 0;
+	ls.undo_stop_pass = 0;
 	if (live) {
 		ret = ls_patch(true);
 		if (ret) {
@@ -1264,9 +1418,10 @@ static int ls_undo(void)
 	}
 	WRITE_ONCE(ls.state, LS_LOADED);
 	module_put(THIS_MODULE);
-	pr_info("undid %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop\n",
+	pr_info("undid %s (%u function(s), %u object(s) live): stop %llu ns, work %llu ns, %llu task(s) walked in the stop%s\n",
 		__livesplice_id, __livesplice_nr_funcs, live, ls.undo_stop_ns,
-		ls.undo_work_ns, ls.undo_stop_tasks);
+		ls.undo_work_ns, ls.undo_stop_tasks,
+		ls.undo_stop_pass ? ", by the pass over every task" : "");
 	return 0;
 }
 
@@ -1277,7 +1432,8 @@ static int ls_cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int ls_calibrate(void)
+/* The median of LS_CALIBRATE_RUNS empty stops (bare: nothing before them). */
+static int ls_empty_stops(bool bare, u64 *median)
 {
 	u64 runs[LS_CALIBRATE_RUNS];
 	struct ls_stop d;
@@ -1287,6 +1443,7 @@ static int ls_calibrate(void)
 	for (i = 0; i < LS_CALIBRATE_RUNS; i++) {
 		memset(&d, 0, sizeof(d));
 		d.empty = true;
+		d.bare = bare;
 		ret = ls_stop_once(&d, &runs[i]);
 		if (ret) {
 			snprintf(ls.error, sizeof(ls.error),
@@ -1295,8 +1452,19 @@ static int ls_calibrate(void)
 		}
 	}
 	sort(runs, LS_CALIBRATE_RUNS, sizeof(runs[0]), ls_cmp_u64, NULL);
-	ls.empty_stop_ns = runs[LS_CALIBRATE_RUNS / 2];
+	*median = runs[LS_CALIBRATE_RUNS / 2];
 	return 0;
+}
+
+/*
+ * The floor of the stop: empty stops after the same walk, snapshot and
+ * pass as apply's (empty_stop_ns), and back to back (empty_bare_stop_ns).
+ */
+static int ls_calibrate(void)
+{
+	int ret = ls_empty_stops(false, &ls.empty_stop_ns);
+
+	return ret ? ret : ls_empty_stops(true, &ls.empty_bare_stop_ns);
 }
 
 /* sysfs: /sys/module/<name>/livesplice/ */
@@ -1370,8 +1538,11 @@ LS_NS_ATTR(apply_work_ns);
 LS_NS_ATTR(undo_stop_ns);
 LS_NS_ATTR(undo_work_ns);
 LS_NS_ATTR(empty_stop_ns);
+LS_NS_ATTR(empty_bare_stop_ns);
 LS_NS_ATTR(apply_stop_tasks);
 LS_NS_ATTR(undo_stop_tasks);
+LS_NS_ATTR(apply_stop_pass);
+LS_NS_ATTR(undo_stop_pass);
 
 static ssize_t control_store(struct module_attribute *ma,
 			     struct module_kobject *mk, const char *buf,
@@ -1419,8 +1590,11 @@ static struct attribute *ls_attrs[] = {
 	&ls_attr_undo_stop_ns.attr,
 	&ls_attr_undo_work_ns.attr,
 	&ls_attr_empty_stop_ns.attr,
+	&ls_attr_empty_bare_stop_ns.attr,
 	&ls_attr_apply_stop_tasks.attr,
 	&ls_attr_undo_stop_tasks.attr,
+	&ls_attr_apply_stop_pass.attr,
+	&ls_attr_undo_stop_pass.attr,
 	NULL,
 };
 
@@ -1598,6 +1772,8 @@ static int __init ls_init(void)
 	ls.idle_task = (struct task_struct *(*)(int))
 		__livesplice_addrs[LS_SYM_IDLE_TASK];
 	ls.total_forks = (unsigned long *)__livesplice_addrs[LS_SYM_TOTAL_FORKS];
+	ls.nr_context_switches = (unsigned long long (*)(void))
+		__livesplice_addrs[LS_SYM_NR_CONTEXT_SWITCHES];
 	for (i = 0; i < __livesplice_nr_funcs; i++)
 		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
