@@ -63,7 +63,16 @@
 //	                      (root only); STATE is live, waiting (its module is not loaded) or off
 //	control               write "apply", "undo" or "calibrate"; blocks until done
 //	error                 last failure as one line, empty after a success
-//	apply_stop_ns, apply_work_ns, undo_stop_ns, undo_work_ns, empty_stop_ns
+//	apply_stop_ns, apply_work_ns, undo_stop_ns, undo_work_ns
+//	                      the last stop_machine of apply and undo, and the time in its callback
+//	apply_stop_tasks, undo_stop_tasks
+//	                      tasks looked at inside that stop
+//	apply_stop_pass, undo_stop_pass
+//	                      1 when that stop needed the pass over every task's
+//	                      walk record, 0 when it looked at the CPUs' tasks alone
+//	empty_stop_ns, empty_bare_stop_ns
+//	                      calibrate's medians of 7 empty stops, after the same
+//	                      work before the stop as apply's, and back to back
 //
 // A control write returns -EBUSY when a task stays in the way after all
 // retries (error "busy: task PID (COMM) is inside SYM+0xOFF/0xSIZE" or "busy:

@@ -77,7 +77,7 @@ MODULE_PARM_DESC(walk_delay_ms, "test hook: pause between the walk of every task
 
 #define LS_CALIBRATE_RUNS	7
 #define LS_SNAPSHOT_TRIES	4
-#define LS_ERROR_LEN		256
+#define LS_ERROR_LEN		384
 
 typedef void *(*ls_poke_fn)(void *addr, const void *opcode, size_t len);
 typedef int (*ls_stop_fn)(cpu_stop_fn_t fn, void *data,
@@ -509,8 +509,8 @@ static int ls_walk_all(struct ls_stop *d)
 	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
 	if (!w->seen)
 		return -ENOMEM;
-	/* total_forks before the task list: a task forked later is new. */
 	w->forks = READ_ONCE(*ls.total_forks);
+	/* total_forks before the task list: a task forked later is new. */
 	smp_rmb();
 
 	rcu_read_lock();
@@ -927,12 +927,40 @@ static int ls_tries(struct ls_stop *d, bool undo, int *attempt)
 	}
 }
 
+/*
+ * Why b is in the way, for the message.  A kernel thread of a module runs
+ * its main function until the module goes: the update patches that
+ * function when the module loads again.
+ */
+static void ls_busy_why(const struct ls_busy *b, char *buf, size_t len)
+{
+	char sym[KSYM_SYMBOL_LEN];
+	char *mod, *end;
+
+	*buf = '\0';
+	if (b->main_loop) {
+		sprint_symbol(sym, b->addr);
+		mod = strchr(sym, '[');
+		end = mod ? strchr(mod, ']') : NULL;
+		if (end)
+			snprintf(buf, len, ", the main function of that kernel thread, which it never leaves: unload %.*s, apply, and load it again (the update patches it as it loads)",
+				 (int)(end - mod - 1), mod + 1);
+		else
+			strscpy(buf, ", the main function of that kernel thread, which it never leaves: it cannot be replaced while the thread runs",
+				len);
+	} else if (b->ran) {
+		strscpy(buf, b->in_stop ? ", seen in the stop: it ran after the walk" :
+			", seen again before the stop: it ran after the walk", len);
+	}
+}
+
 /* Apply or undo with retries; sets ls.error on failure. */
 static int ls_patch(bool undo)
 {
 	struct ls_stop d = {};
 	struct ls_busy *b = &d.busy;
 	char who[TASK_COMM_LEN + 32];
+	char why[MODULE_NAME_LEN + 160];
 	int attempt = 0, ret;
 
 	/* Once for all the tries: the sites do not move between them. */
@@ -951,15 +979,11 @@ static int ls_patch(bool undo)
 		else
 			snprintf(who, sizeof(who), "task %d (%s)", b->pid,
 				 b->comm);
+		ls_busy_why(b, why, sizeof(why));
 		snprintf(ls.error, sizeof(ls.error),
 			 "busy: %s %s %pS%s (%d tries, %d ms apart)", who,
 			 b->unreliable ? "has an unreliable stack at" : "is inside",
-			 (void *)b->addr,
-			 b->main_loop ? ", the main function of that kernel thread, which it never leaves: it cannot be replaced while the thread runs" :
-			 !b->ran ? "" : b->in_stop ?
-			 ", seen in the stop: it ran after the walk" :
-			 ", seen again before the stop: it ran after the walk",
-			 attempt + 1, retry_ms);
+			 (void *)b->addr, why, attempt + 1, retry_ms);
 		break;
 	case -EILSEQ:
 		ls_mismatch(d.func, undo, d.found);
