@@ -664,7 +664,9 @@ static bool ls_stop_check(struct ls_stop *d)
 	for (s = w->seen; s < w->seen + w->nr; s++) {
 		if (!s->recheck && ls_switches(s->task) == s->switches)
 			continue;
-		if (d->in_stop ? ls_stop_busy(d, s->task) : ls_note(d, s, true))
+		/* The caller itself, running, is looked at (not noted) too. */
+		if ((d->in_stop || s->task == current) ? ls_stop_busy(d, s->task) :
+		    ls_note(d, s, true))
 			return true;
 	}
 	if (READ_ONCE(*ls.total_forks) == w->forks)
