@@ -1,11 +1,13 @@
 // Command livesplice-bench-stop measures how long apply and undo hold every
 // CPU, next to an empty stop_machine of the same boot: for each
 // configuration (vCPUs × tasks) it boots Debian's kernel in qemu once and
-// applies and undoes the demo fix -cycles times (each apply runs a
-// calibrate of 7 empty stop_machines just before it), then prints the
-// medians and spread of the apply, undo and empty stops, the apply/empty
-// ratios and the tasks walked inside the stop. Run it with `make
-// bench-stop`. TCG inflates absolute times: compare the ratios.
+// applies and undoes the demo fix -cycles times (each apply runs its
+// calibrate just before it: 7 empty stop_machines after the same work
+// before the stop as apply's, 7 back to back), then prints the medians and
+// spread of the apply, undo and empty stops, the ratios, the tasks looked
+// at inside the stop and how many stops needed the pass over every task.
+// Run it with `make bench-stop`. TCG inflates absolute times: compare the
+// ratios.
 package main
 
 import (

@@ -2,8 +2,9 @@
 // driven from the host by demo.RunCycles): it applies and undoes one update
 // again and again with the guest's livesplice, and prints one "@@cycle"
 // line per cycle with the stop times the helper measured (the apply's, the
-// undo's, and the median empty stop_machine of the calibrate that apply runs
-// just before it) and how many tasks the stop walked.
+// undo's, and the medians of the empty stop_machines of the calibrate that
+// apply runs just before it), how many tasks the stop looked at and whether
+// it needed the pass over every task.
 //
 // Two loads can run meanwhile. -tasks N starts threads asleep in pause(2)
 // before the first cycle until the guest has N tasks (threads, kernel
