@@ -89,6 +89,10 @@ func report(w io.Writer, r *demo.CycleRun) {
 	fmt.Fprintf(w, "reads:         %d (while applied %d, while undone %d, across an apply or undo %d)\n", r.Reads, applied, undone, moving)
 	fmt.Fprintf(w, "wrong answers: %d\n", r.Wrong)
 	fmt.Fprintf(w, "kernel log:    %d problem(s)\n", len(r.KernelProblems))
+	if st := r.Stops(); st.Passes > 0 {
+		fmt.Fprintf(w, "stops:         the pass over every task in %d applies and %d undos of %d; the snapshot's tasks alone in the rest\n",
+			st.ApplyPasses, st.UndoPasses, st.Passes)
+	}
 	fmt.Fprintf(w, "guest alive:   %v\n", r.Alive)
 	fmt.Fprintf(w, "duration:      %s cycles, %s the whole boot\n", r.CyclesDuration.Round(time.Second), r.Duration.Round(time.Second))
 }
