@@ -23,6 +23,9 @@ type CycleOptions struct {
 	// Read runs a reader of /proc/cmdline on every vCPU during the cycles,
 	// which checks every answer.
 	Read bool
+	// Rewrite measures after each apply the floor of a stop that writes
+	// code: stops that write the jumps' own bytes back (Cycle.RewriteNS).
+	Rewrite bool
 	// SMP and MemoryMB size the guest (guest.Config's defaults if 0).
 	SMP, MemoryMB int
 	// Log receives the guest's console output as it arrives.
@@ -40,6 +43,10 @@ type Cycle struct {
 	// the pass); EmptyBareNS is the median of 7 more without that work,
 	// back to back.
 	EmptyNS, EmptyBareNS, ApplyNS, UndoNS int64
+	// RewriteNS (CycleOptions.Rewrite) is the median of 7 stops back to
+	// back, after the apply, that write the jumps' own bytes back and do
+	// nothing else: the floor of a stop that writes code.
+	RewriteNS int64
 	// ApplyWorkNS and UndoWorkNS are the time spent in the stop's
 	// callback on the CPU that patches.
 	ApplyWorkNS, UndoWorkNS int64
@@ -91,13 +98,16 @@ func (s Setup) CyclesBinary(ctx context.Context) (string, error) {
 // power off, crashed, timed out); the run is returned whenever the guest
 // printed anything, with what it got through.
 func (s Setup) RunCycles(ctx context.Context, bin, cyclesBin, demoPack string, o CycleOptions) (*CycleRun, error) {
-	read := "0"
-	if o.Read {
-		read = "1"
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
 	}
 	cfg := guest.Config{
 		SMP: o.SMP, MemoryMB: o.MemoryMB, Log: o.Log,
-		Append:  []string{"CYCLES=" + strconv.Itoa(o.Cycles), "TASKS=" + strconv.Itoa(o.Tasks), "READ=" + read},
+		Append: []string{"CYCLES=" + strconv.Itoa(o.Cycles), "TASKS=" + strconv.Itoa(o.Tasks),
+			"READ=" + flag(o.Read), "REWRITE=" + flag(o.Rewrite)},
 		Timeout: 5*time.Minute + time.Duration(o.Cycles)*30*time.Second,
 	}
 	res, err := s.Boot(ctx, bin, map[string]string{"demo.tar.xz": demoPack}, "cycles", cfg,
@@ -152,7 +162,7 @@ func parseCycle(args string) Cycle {
 	kv := fields(rest)
 	c.ApplyRC, c.UndoRC = int(kv.int("apply_rc")), int(kv.int("undo_rc"))
 	c.EmptyNS, c.ApplyNS, c.UndoNS = kv.int("empty_ns"), kv.int("apply_ns"), kv.int("undo_ns")
-	c.EmptyBareNS = kv.int("empty_bare_ns")
+	c.EmptyBareNS, c.RewriteNS = kv.int("empty_bare_ns"), kv.int("rewrite_ns")
 	c.ApplyTasks, c.UndoTasks = kv.int("apply_tasks"), kv.int("undo_tasks")
 	c.ApplyPass, c.UndoPass = kv.int("apply_pass"), kv.int("undo_pass")
 	c.ApplyWorkNS, c.UndoWorkNS = kv.int("apply_work_ns"), kv.int("undo_work_ns")

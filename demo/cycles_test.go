@@ -13,7 +13,7 @@ func cyclesOutput(cycleLines, kmsg, dmesg string) string {
 		"\n@@step alive\nalive\nconsole=ttyS0 secret=hunter2\n\n@@step dmesg\n" + dmesg + "\n@@step end\n"
 }
 
-const twoCycles = "@@cycle 1 apply_rc=0 undo_rc=0 empty_ns=100000 empty_bare_ns=40000 apply_ns=120000 apply_tasks=3 apply_pass=0 apply_work_ns=30000 undo_ns=110000 undo_tasks=2 undo_pass=1 undo_work_ns=20000 apply_ms=1700 undo_ms=200 applied_reads=10 undone_reads=20 moving_reads=400 wrong=0\n" +
+const twoCycles = "@@cycle 1 apply_rc=0 undo_rc=0 empty_ns=100000 empty_bare_ns=40000 rewrite_ns=80000 apply_ns=120000 apply_tasks=3 apply_pass=0 apply_work_ns=30000 undo_ns=110000 undo_tasks=2 undo_pass=1 undo_work_ns=20000 apply_ms=1700 undo_ms=200 applied_reads=10 undone_reads=20 moving_reads=400 wrong=0\n" +
 	"@@cycle 2 apply_rc=0 undo_rc=0 empty_ns=200000 apply_ns=200000 apply_tasks=- undo_ns=150000 undo_tasks=- apply_ms=1800 undo_ms=210 applied_reads=11 undone_reads=21 moving_reads=401 wrong=0\n"
 
 func TestParseCycles(t *testing.T) {
@@ -27,7 +27,7 @@ func TestParseCycles(t *testing.T) {
 		c.EmptyBareNS != -1 || c.ApplyPass != -1 {
 		t.Errorf("cycle 2 parsed as %+v", c)
 	}
-	if c := r.Cycles[0]; c.EmptyBareNS != 40000 || c.ApplyPass != 0 || c.UndoPass != 1 {
+	if c := r.Cycles[0]; c.EmptyBareNS != 40000 || c.RewriteNS != 80000 || c.ApplyPass != 0 || c.UndoPass != 1 {
 		t.Errorf("cycle 1 parsed as %+v", c)
 	}
 	if f := r.Failures(); len(f) > 0 {
@@ -43,6 +43,7 @@ func TestParseCycles(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), "ratio of medians: apply/empty 1.07x, undo/empty 0.87x, apply/back-to-back empty 4.00x\n"+
+		"ratio of medians: stop writing code/back-to-back empty 2.00x, apply/stop writing code 2.00x\n"+
 		"stops that needed the pass over every task: apply 0, undo 1, of 1 cycles\n") {
 		t.Errorf("table:\n%s", b.String())
 	}

@@ -43,8 +43,9 @@ func SpreadOf(xs []float64) Spread {
 // StopStats are a boot's stop times in µs and their ratios.
 type StopStats struct {
 	// Empty is the empty stop after the same work before it as apply's,
-	// EmptyBare the one without it (back to back).
-	Apply, Undo, Empty, EmptyBare Spread
+	// EmptyBare the one without it (back to back), Rewrite the stop that
+	// writes the jumps' own bytes back (back to back; N 0: not measured).
+	Apply, Undo, Empty, EmptyBare, Rewrite Spread
 	// ApplyWork and UndoWork are the time in the stop's callback, µs.
 	ApplyWork, UndoWork Spread
 	// ApplyRatio and UndoRatio are the per-cycle ratios to the cycle's
@@ -63,7 +64,7 @@ type StopStats struct {
 // Stops computes the stop statistics of the run's cycles that applied
 // and undid.
 func (r *CycleRun) Stops() StopStats {
-	var a, u, e, eb, aw, uw, ar, ur, abr, at, ut []float64
+	var a, u, e, eb, rw, aw, uw, ar, ur, abr, at, ut []float64
 	var st StopStats
 	us := func(ns int64) float64 {
 		if ns < 0 {
@@ -82,6 +83,7 @@ func (r *CycleRun) Stops() StopStats {
 			continue
 		}
 		a, u, e, eb = append(a, us(c.ApplyNS)), append(u, us(c.UndoNS)), append(e, us(c.EmptyNS)), append(eb, us(c.EmptyBareNS))
+		rw = append(rw, us(c.RewriteNS))
 		aw, uw = append(aw, us(c.ApplyWorkNS)), append(uw, us(c.UndoWorkNS))
 		ar, ur = append(ar, ratio(c.ApplyNS, c.EmptyNS)), append(ur, ratio(c.UndoNS, c.EmptyNS))
 		abr = append(abr, ratio(c.ApplyNS, c.EmptyBareNS))
@@ -92,7 +94,7 @@ func (r *CycleRun) Stops() StopStats {
 			st.UndoPasses += int(c.UndoPass)
 		}
 	}
-	st.Apply, st.Undo, st.Empty, st.EmptyBare = SpreadOf(a), SpreadOf(u), SpreadOf(e), SpreadOf(eb)
+	st.Apply, st.Undo, st.Empty, st.EmptyBare, st.Rewrite = SpreadOf(a), SpreadOf(u), SpreadOf(e), SpreadOf(eb), SpreadOf(rw)
 	st.ApplyWork, st.UndoWork = SpreadOf(aw), SpreadOf(uw)
 	st.ApplyRatio, st.UndoRatio, st.ApplyBareRatio = SpreadOf(ar), SpreadOf(ur), SpreadOf(abr)
 	st.ApplyTasks, st.UndoTasks = SpreadOf(at), SpreadOf(ut)
@@ -123,6 +125,9 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 	row("undo stop µs", st.Undo, "%.0f")
 	row("empty stop µs (median of 7 after apply's pre-stop work)", st.Empty, "%.0f")
 	row("empty stop µs (median of 7, back to back)", st.EmptyBare, "%.0f")
+	if st.Rewrite.N > 0 {
+		row("stop writing the jumps' own bytes back µs (median of 7, back to back)", st.Rewrite, "%.0f")
+	}
 	row("apply work µs (in the callback)", st.ApplyWork, "%.0f")
 	row("undo work µs", st.UndoWork, "%.0f")
 	row("apply / empty (per cycle)", st.ApplyRatio, "%.2fx")
@@ -143,6 +148,12 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 		of(st.Apply, st.Empty), of(st.Undo, st.Empty), of(st.Apply, st.EmptyBare)); err != nil {
 		return err
 	}
+	if st.Rewrite.N > 0 {
+		if _, err := fmt.Fprintf(w, "ratio of medians: stop writing code/back-to-back empty %s, apply/stop writing code %s\n",
+			of(st.Rewrite, st.EmptyBare), of(st.Apply, st.Rewrite)); err != nil {
+			return err
+		}
+	}
 	if st.Passes == 0 {
 		return nil
 	}
@@ -153,7 +164,7 @@ func WriteStopTable(w io.Writer, r *CycleRun) error {
 // WriteStopSummary prints one line of medians per run.
 func WriteStopSummary(w io.Writer, runs []*CycleRun) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "vCPUs\ttasks\tcycles\tapply µs\tundo µs\tempty µs\tback-to-back empty µs\tapply/empty\tmedian apply/median empty\tmedian apply/median back-to-back\ttasks walked (apply)\tapply passes\t")
+	fmt.Fprintln(tw, "vCPUs\ttasks\tcycles\tapply µs\tundo µs\tempty µs\tback-to-back empty µs\tapply/empty\tmedian apply/median empty\tmedian apply/median back-to-back\twriting-code µs\ttasks walked (apply)\tapply passes\t")
 	for _, r := range runs {
 		st := r.Stops()
 		med := func(s Spread, format string) string {
@@ -172,10 +183,10 @@ func WriteStopSummary(w io.Writer, runs []*CycleRun) error {
 		if st.Passes > 0 {
 			passes = fmt.Sprintf("%d/%d", st.ApplyPasses, st.Passes)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Options.SMP, r.Tasks, st.Apply.N,
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Options.SMP, r.Tasks, st.Apply.N,
 			med(st.Apply, "%.0f"), med(st.Undo, "%.0f"), med(st.Empty, "%.0f"), med(st.EmptyBare, "%.0f"),
 			med(st.ApplyRatio, "%.2fx"), ofMedians(st.Apply, st.Empty), ofMedians(st.Apply, st.EmptyBare),
-			med(st.ApplyTasks, "%.0f"), passes)
+			med(st.Rewrite, "%.0f"), med(st.ApplyTasks, "%.0f"), passes)
 	}
 	return tw.Flush()
 }

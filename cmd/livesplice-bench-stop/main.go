@@ -79,7 +79,7 @@ func run(repo, cacheDir, work string, cycles int, cpuList, taskList []int) error
 	var runs []*demo.CycleRun
 	for _, n := range cpuList {
 		for _, t := range taskList {
-			o := demo.CycleOptions{Cycles: cycles, Tasks: t, SMP: n, MemoryMB: memoryMB(t)}
+			o := demo.CycleOptions{Cycles: cycles, Tasks: t, SMP: n, MemoryMB: memoryMB(t), Rewrite: true}
 			f, err := os.Create(filepath.Join(s.Work, fmt.Sprintf("console-%dx%d.log", n, t)))
 			if err != nil {
 				return err

@@ -19,7 +19,7 @@ import (
 type result struct {
 	applyRC, undoRC          int
 	emptyNS, applyNS, undoNS int64
-	emptyBareNS              int64
+	emptyBareNS, rewriteNS   int64
 	applyWorkNS, undoWorkNS  int64
 	applyTasks, undoTasks    int64
 	applyPass, undoPass      int64 // 1: the stop needed the pass over every task
@@ -29,7 +29,7 @@ type result struct {
 }
 
 func newResult() result {
-	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, emptyBareNS: -1, applyTasks: -1, undoTasks: -1,
+	return result{applyRC: -1, undoRC: -1, emptyNS: -1, applyNS: -1, undoNS: -1, emptyBareNS: -1, rewriteNS: -1, applyTasks: -1, undoTasks: -1,
 		applyWorkNS: -1, undoWorkNS: -1, applyPass: -1, undoPass: -1}
 }
 
@@ -41,9 +41,9 @@ func (r result) line(n int) string {
 		}
 		return strconv.FormatInt(x, 10)
 	}
-	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s empty_bare_ns=%s apply_ns=%s apply_tasks=%s apply_pass=%s apply_work_ns=%s "+
+	return fmt.Sprintf("@@cycle %d apply_rc=%d undo_rc=%d empty_ns=%s empty_bare_ns=%s rewrite_ns=%s apply_ns=%s apply_tasks=%s apply_pass=%s apply_work_ns=%s "+
 		"undo_ns=%s undo_tasks=%s undo_pass=%s undo_work_ns=%s apply_ms=%d undo_ms=%d applied_reads=%d undone_reads=%d moving_reads=%d wrong=%d",
-		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.emptyBareNS), v(r.applyNS), v(r.applyTasks), v(r.applyPass), v(r.applyWorkNS),
+		n, r.applyRC, r.undoRC, v(r.emptyNS), v(r.emptyBareNS), v(r.rewriteNS), v(r.applyNS), v(r.applyTasks), v(r.applyPass), v(r.applyWorkNS),
 		v(r.undoNS), v(r.undoTasks), v(r.undoPass), v(r.undoWorkNS),
 		r.applyMS, r.undoMS, r.reads.applied, r.reads.undone, r.reads.moving, r.reads.wrong)
 }
@@ -71,6 +71,11 @@ func cycle(o options, rs *readers, log *kmsg, dwell time.Duration) (r result, er
 		r.applyTasks = readInt(filepath.Join(dir, "apply_stop_tasks"))
 		r.applyPass = readInt(filepath.Join(dir, "apply_stop_pass"))
 		r.applyWorkNS = readInt(filepath.Join(dir, "apply_work_ns"))
+		// The floor of a stop that writes code (helpers before it refuse
+		// the word).
+		if o.rewrite && os.WriteFile(filepath.Join(dir, "control"), []byte("calibrate-write"), 0) == nil {
+			r.rewriteNS = readInt(filepath.Join(dir, "rewrite_stop_ns"))
+		}
 	}
 	time.Sleep(dwell)
 

@@ -43,7 +43,7 @@ import (
 type options struct {
 	pack, id, livesplice string
 	cycles, tasks        int
-	read                 bool
+	read, rewrite        bool
 	dwell                time.Duration
 	nice                 int
 	gogc                 string
@@ -55,6 +55,7 @@ func main() {
 	flag.IntVar(&o.cycles, "cycles", 20, "apply/undo cycles")
 	flag.IntVar(&o.tasks, "tasks", 0, "start threads asleep before the cycles until the guest has this many tasks")
 	flag.BoolVar(&o.read, "read", false, "read -file on every CPU during the cycles and check each answer")
+	flag.BoolVar(&o.rewrite, "rewrite", false, "after each apply, measure stops that write the jumps' own bytes back (calibrate-write)")
 	flag.DurationVar(&o.dwell, "dwell", 50*time.Millisecond, "with -read: how long each cycle stays applied, and undone, at least")
 	flag.IntVar(&o.nice, "nice", 19, "with -read: the readers' nice value")
 	flag.StringVar(&o.gogc, "gogc", "400", "GOGC for livesplice (\"\": this program's environment's)")

@@ -141,6 +141,7 @@ static struct {
 	u64 apply_stop_tasks, undo_stop_tasks;	/* tasks walked in the stop */
 	u64 apply_stop_pass, undo_stop_pass;	/* 1: it needed the pass */
 	u64 empty_stop_ns, empty_bare_stop_ns;
+	u64 rewrite_stop_ns;
 } ls;
 
 /* A task found in the way of an operation. */
@@ -183,6 +184,7 @@ struct ls_stop {
 	bool undo;
 	bool empty;			/* calibration: do nothing in the stop, */
 	bool bare;			/* nor before it */
+	bool rewrite;			/* but write the sites' own bytes back */
 	bool in_stop;			/* the callback is running */
 	bool pass;			/* the stop needed the pass over the walk */
 	struct ls_walk *walk;
@@ -718,8 +720,13 @@ static int ls_stop_cb(void *data)
 	unsigned int i;
 	bool busy;
 
-	if (d->empty)
+	if (d->empty) {
+		for (i = 0; d->rewrite && i < __livesplice_nr_funcs; i++)
+			if (ls_in_op(i))
+				memcpy(ls.sites[i].alias, (void *)ls.sites[i].site,
+				       LS_JMP_LEN);
 		goto out;
+	}
 
 	d->in_stop = true;
 	if (!ls_stop_cpus(d, &busy)) {
@@ -1493,6 +1500,49 @@ static int ls_calibrate(void)
 	return ret ? ret : ls_empty_stops(true, &ls.empty_bare_stop_ns);
 }
 
+/*
+ * While applied, the floor of a stop that writes code: the median of
+ * LS_CALIBRATE_RUNS stops back to back whose callback writes each live
+ * site's own bytes (its jump) back through the mappings, and does nothing
+ * else (rewrite_stop_ns).  For make bench-stop.
+ */
+static int ls_calibrate_write(void)
+{
+	u64 runs[LS_CALIBRATE_RUNS];
+	struct ls_stop d;
+	unsigned int i, o;
+	int ret;
+
+	if (ls.state != LS_APPLIED) {
+		strscpy(ls.error, "state: not applied", sizeof(ls.error));
+		return -EINVAL;
+	}
+	for (o = 0; o < __livesplice_nr_objects; o++)
+		ls.objs[o].in_op = ls.objs[o].patched;
+	ret = ls_map_sites();
+	for (i = 0; !ret && i < LS_CALIBRATE_RUNS; i++) {
+		memset(&d, 0, sizeof(d));
+		d.empty = d.bare = d.rewrite = true;
+		ret = ls_stop_once(&d, &runs[i]);
+	}
+	ls_unmap_sites();
+	for (o = 0; o < __livesplice_nr_objects; o++)
+		ls.objs[o].in_op = false;
+	if (ret == -ENOMEM) {
+		strscpy(ls.error, "stop: out of memory for the sites' mappings",
+			sizeof(ls.error));
+		return ret;
+	}
+	if (ret) {
+		snprintf(ls.error, sizeof(ls.error),
+			 "stop: stop_machine failed with %d", ret);
+		return ret;
+	}
+	sort(runs, LS_CALIBRATE_RUNS, sizeof(runs[0]), ls_cmp_u64, NULL);
+	ls.rewrite_stop_ns = runs[LS_CALIBRATE_RUNS / 2];
+	return 0;
+}
+
 /* sysfs: /sys/module/<name>/livesplice/ */
 
 static ssize_t id_show(struct module_attribute *ma, struct module_kobject *mk,
@@ -1565,6 +1615,7 @@ LS_NS_ATTR(undo_stop_ns);
 LS_NS_ATTR(undo_work_ns);
 LS_NS_ATTR(empty_stop_ns);
 LS_NS_ATTR(empty_bare_stop_ns);
+LS_NS_ATTR(rewrite_stop_ns);
 LS_NS_ATTR(apply_stop_tasks);
 LS_NS_ATTR(undo_stop_tasks);
 LS_NS_ATTR(apply_stop_pass);
@@ -1584,6 +1635,8 @@ static ssize_t control_store(struct module_attribute *ma,
 		ret = ls_undo();
 	} else if (sysfs_streq(buf, "calibrate")) {
 		ret = ls_calibrate();
+	} else if (sysfs_streq(buf, "calibrate-write")) {
+		ret = ls_calibrate_write();
 	} else {
 		snprintf(ls.error, sizeof(ls.error),
 			 "invalid: unknown command \"%.*s\"",
@@ -1617,6 +1670,7 @@ static struct attribute *ls_attrs[] = {
 	&ls_attr_undo_work_ns.attr,
 	&ls_attr_empty_stop_ns.attr,
 	&ls_attr_empty_bare_stop_ns.attr,
+	&ls_attr_rewrite_stop_ns.attr,
 	&ls_attr_apply_stop_tasks.attr,
 	&ls_attr_undo_stop_tasks.attr,
 	&ls_attr_apply_stop_pass.attr,
