@@ -61,7 +61,8 @@
 //	state                 "loaded" or "applied"
 //	functions             one line per function: NAME OBJECT 0xOLD 0xNEW SITEOFFSET STATE
 //	                      (root only); STATE is live, waiting (its module is not loaded) or off
-//	control               write "apply", "undo" or "calibrate"; blocks until done
+//	control               write "apply", "undo", "calibrate" or (while applied)
+//	                      "calibrate-write"; blocks until done
 //	error                 last failure as one line, empty after a success
 //	apply_stop_ns, apply_work_ns, undo_stop_ns, undo_work_ns
 //	                      the last stop_machine of apply and undo, and the time in its callback
@@ -73,6 +74,9 @@
 //	empty_stop_ns, empty_bare_stop_ns
 //	                      calibrate's medians of 7 empty stops, after the same
 //	                      work before the stop as apply's, and back to back
+//	rewrite_stop_ns       calibrate-write's median of 7 stops back to back that
+//	                      write each live site's own bytes back: the floor of a
+//	                      stop that writes code
 //
 // A control write returns -EBUSY when a task stays in the way after all
 // retries (error "busy: task PID (COMM) is inside SYM+0xOFF/0xSIZE" or "busy:
