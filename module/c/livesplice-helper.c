@@ -963,6 +963,13 @@ static void ls_busy_why(const struct ls_busy *b, char *buf, size_t len)
 	}
 }
 
+/* Say in ls.error that stop_machine itself failed. */
+static void ls_stop_failed(int ret)
+{
+	snprintf(ls.error, sizeof(ls.error),
+		 "stop: stop_machine failed with %d", ret);
+}
+
 /* Apply or undo with retries; sets ls.error on failure. */
 static int ls_patch(bool undo)
 {
@@ -1002,8 +1009,7 @@ static int ls_patch(bool undo)
 			sizeof(ls.error));
 		break;
 	default:
-		snprintf(ls.error, sizeof(ls.error),
-			 "stop: stop_machine failed with %d", ret);
+		ls_stop_failed(ret);
 		break;
 	}
 	return ret;
@@ -1479,8 +1485,7 @@ static int ls_empty_stops(bool bare, u64 *median)
 		d.bare = bare;
 		ret = ls_stop_once(&d, &runs[i]);
 		if (ret) {
-			snprintf(ls.error, sizeof(ls.error),
-				 "stop: stop_machine failed with %d", ret);
+			ls_stop_failed(ret);
 			return ret;
 		}
 	}
@@ -1534,8 +1539,7 @@ static int ls_calibrate_write(void)
 		return ret;
 	}
 	if (ret) {
-		snprintf(ls.error, sizeof(ls.error),
-			 "stop: stop_machine failed with %d", ret);
+		ls_stop_failed(ret);
 		return ret;
 	}
 	sort(runs, LS_CALIBRATE_RUNS, sizeof(runs[0]), ls_cmp_u64, NULL);
