@@ -185,7 +185,8 @@ struct ls_stop {
 	bool empty;			/* calibration: do nothing in the stop, */
 	bool bare;			/* nor before it */
 	bool rewrite;			/* but write the sites' own bytes back */
-	bool in_stop;			/* the callback is running */
+	bool in_stop;			/* the stop's checks are running */
+	bool rehearse;			/* just before the stop (ls_rehearse) */
 	bool pass;			/* the stop needed the pass over the walk */
 	struct ls_walk *walk;
 	struct task_struct **snap;	/* per CPU: its task at the snapshot */
@@ -196,6 +197,7 @@ struct ls_stop {
 	struct ls_busy busy;		/* -EBUSY: the task in the way */
 	unsigned int func;		/* -EILSEQ: which function */
 	u8 found[LS_JMP_LEN];
+	u8 scratch[LS_JMP_LEN];		/* a rehearsal's writes */
 	unsigned int walked;		/* tasks walked inside the stop */
 	u64 work_ns;
 };
@@ -616,7 +618,7 @@ static bool ls_stop_cpus(struct ls_stop *d, bool *busy)
 		return false;
 	*busy = false;
 	for_each_online_cpu(cpu) {
-		if (d->snap[cpu] == per_cpu(current_task, cpu))
+		if (d->snap[cpu] == per_cpu(current_task, cpu) && !d->rehearse)
 			continue;
 		*busy = ls_stop_busy(d, d->snap[cpu]);
 		if (*busy)
@@ -707,50 +709,87 @@ static int ls_check_sites(struct ls_stop *d)
 	return 0;
 }
 
-/*
- * Runs on one CPU while the others spin with interrupts off.  The jumps
- * are written through the writable mappings made before the stop, as
- * text_poke() does through its own, but without switching mm.
- */
-static int ls_stop_cb(void *data)
+/* The checks of the stop: 0, -EBUSY or -EILSEQ. */
+static int ls_stop_checks(struct ls_stop *d)
 {
-	struct ls_stop *d = data;
-	struct ls_site *s;
-	u64 start = ktime_get_ns();
-	unsigned int i;
 	bool busy;
-
-	if (d->empty) {
-		for (i = 0; d->rewrite && i < __livesplice_nr_funcs; i++)
-			if (ls_in_op(i))
-				memcpy(ls.sites[i].alias, (void *)ls.sites[i].site,
-				       LS_JMP_LEN);
-		goto out;
-	}
 
 	d->in_stop = true;
 	if (!ls_stop_cpus(d, &busy)) {
 		d->pass = true;
 		busy = ls_stop_check(d);
 	}
-	d->result = busy ? -EBUSY : ls_check_sites(d);
-	if (d->result)
-		goto out;
+	return busy ? -EBUSY : ls_check_sites(d);
+}
+
+/*
+ * Write the jumps (apply), the saved bytes (undo) or, for calibrate-write,
+ * each site's own bytes, through the writable mappings made before the
+ * stop, as text_poke() does through its own, but without switching mm.
+ * A rehearsal writes to d->scratch instead.
+ */
+static void ls_write_sites(struct ls_stop *d)
+{
+	struct ls_site *s;
+	unsigned int i;
+	const u8 *from;
 
 	for (i = 0; i < __livesplice_nr_funcs; i++) {
 		s = &ls.sites[i];
 		if (!ls_in_op(i))
 			continue;
-		if (d->undo) {
-			memcpy(s->alias, s->orig, LS_JMP_LEN);
+		if (d->empty) {
+			from = (const u8 *)s->site;
+		} else if (d->undo) {
+			from = s->orig;
 		} else {
-			memcpy(s->orig, (void *)s->site, LS_JMP_LEN);
-			memcpy(s->alias, s->jmp, LS_JMP_LEN);
+			memcpy(d->rehearse ? d->scratch : s->orig,
+			       (void *)s->site, LS_JMP_LEN);
+			from = s->jmp;
 		}
+		memcpy(d->rehearse ? d->scratch : s->alias, from, LS_JMP_LEN);
 	}
-out:
+}
+
+/*
+ * Runs on one CPU while the others spin with interrupts off.  Not inlined
+ * into ls_rehearse(): the rehearsal runs these very instructions.
+ */
+static noinline int ls_stop_cb(void *data)
+{
+	struct ls_stop *d = data;
+	u64 start = ktime_get_ns();
+
+	d->result = d->empty ? 0 : ls_stop_checks(d);
+	if (!d->result && (!d->empty || d->rewrite))
+		ls_write_sites(d);
 	d->work_ns = ktime_get_ns() - start;
 	return d->result;
+}
+
+/*
+ * Run the stop's callback once just before the stop, on this CPU, with
+ * the writes sent to d->scratch, and forget what it found: the stop
+ * decides.  The code the stop runs (fresh in every update module) and the
+ * data it reads are then warm when the machine is stopped.  In qemu's TCG
+ * the first run of guest code translates it, tens of microseconds a block,
+ * and an apply stop that ran its checks cold did 2-3 times the work
+ * (docs/design.md, "Measuring"); on hardware it saves cache and TLB
+ * misses.  A rehearsal looks at every snapshot task, so that the stop's
+ * look at one is warm as well.
+ */
+static void ls_rehearse(struct ls_stop *d)
+{
+	d->rehearse = true;
+	rcu_read_lock();
+	ls_stop_cb(d);
+	rcu_read_unlock();
+	d->rehearse = false;
+	d->in_stop = false;
+	d->pass = false;
+	d->walked = 0;
+	d->result = 0;
+	memset(&d->busy, 0, sizeof(d->busy));
 }
 
 static struct page *ls_text_page(unsigned int i, unsigned long addr)
@@ -821,7 +860,9 @@ static int ls_precheck(struct ls_stop *d)
  * The snapshot and the pass after it, taken again (up to
  * LS_SNAPSHOT_TRIES times) while some CPU switched tasks during the pass:
  * the stop can then look at the snapshot's tasks alone (ls_stop_cpus),
- * unless a CPU switches between here and the stop.
+ * unless a CPU switches between here and the stop.  After the first, the
+ * stop is rehearsed, and the snapshot and pass taken again, so that the
+ * rehearsal does not widen the window between them and the stop.
  */
 static int ls_prestop(struct ls_stop *d)
 {
@@ -832,8 +873,10 @@ static int ls_prestop(struct ls_stop *d)
 		ret = ls_snapshot(d);
 		if (!ret)
 			ret = ls_precheck(d);
-		if (ret || i + 1 == LS_SNAPSHOT_TRIES ||
-		    ls.nr_context_switches() == d->snap_switches)
+		if (!ret && i == 0)
+			ls_rehearse(d);
+		else if (ret || i + 1 == LS_SNAPSHOT_TRIES ||
+			 ls.nr_context_switches() == d->snap_switches)
 			return ret;
 		ls_snap_free(d);
 	}
@@ -846,8 +889,8 @@ static void ls_sync_core(void *info)
 
 /*
  * One stop_machine with the lock order kprobes uses, after the walk of
- * every task, the snapshot and the pass (else the caller mapped the sites,
- * ls_map_sites); returns the stop's duration in *stop_ns.  A calibration
+ * every task, the snapshot, the pass and the rehearsal (else the caller
+ * mapped the sites, ls_map_sites); returns the stop's duration in *stop_ns.  A calibration
  * (d->empty) does the same work before its empty stop, unless d->bare, and
  * ignores what it finds.
  */
