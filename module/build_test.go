@@ -93,7 +93,7 @@ func TestBuild(t *testing.T) {
 		"parmtype=addrs:array of ulong", "parmtype=expect:charp",
 		"parmtype=retries:int", "parmtype=retry_ms:int",
 		"parm=addrs:addresses of (vmlinux) or positions among their module's symbols of that name (0 for another module's export): " +
-			"text_poke,text_mutex,stop_machine_cpuslocked,module_mutex,find_module,idle_task,cmdline_proc_show," +
+			"text_poke,text_mutex,stop_machine_cpuslocked,module_mutex,find_module,idle_task,total_forks,nr_context_switches,cmdline_proc_show," +
 			"bm_entry_read [binfmt_misc],saved_command_line,enabled [binfmt_misc],jbd2_journal_start [jbd2]",
 		`description=test "update" ??=`,
 	} {

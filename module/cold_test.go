@@ -36,10 +36,10 @@ func TestColdParts(t *testing.T) {
 	meta := string(b)
 	for _, w := range []string{
 		"const struct ls_part __livesplice_parts[] = {\n" +
-			"\t{ .name = \"cmdline_proc_show.cold\", .func = 0, .old_index = 8 },\n" +
-			"\t{ .name = \"bm_entry_read.cold\", .func = 1, .old_index = 9 },\n};",
+			"\t{ .name = \"cmdline_proc_show.cold\", .func = 0, .old_index = 10 },\n" +
+			"\t{ .name = \"bm_entry_read.cold\", .func = 1, .old_index = 11 },\n};",
 		"const unsigned int __livesplice_nr_parts = 2;",
-		"\t0,\t/* 8: vmlinux */\n\t1,\t/* 9: binfmt_misc */\n",
+		"\t0,\t/* 10: vmlinux */\n\t1,\t/* 11: binfmt_misc */\n",
 	} {
 		if !strings.Contains(meta, w) {
 			t.Errorf("livesplice-meta.c lacks %q:\n%s", w, meta)

@@ -113,8 +113,8 @@ func checkObjects(spec Spec, syms map[string]objSymbol) ([]string, error) {
 // Generate writes a Kbuild directory for spec into dir and returns the
 // ordered list of kernel symbols the loader must resolve for the module's
 // addrs parameter: first the helper's own needs (text_poke,
-// text_mutex, stop_machine_cpuslocked, module_mutex, find_module,
-// idle_task), then each function replaced, then their cold parts, then
+// text_mutex, stop_machine_cpuslocked, module_mutex,
+// find_module, idle_task, total_forks, nr_context_switches), then each function replaced, then their cold parts, then
 // each Fixup.Target, without duplicates, each with its object.
 //
 // dir is created if needed and must not already hold files. It receives

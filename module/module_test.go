@@ -153,7 +153,7 @@ func syms(names ...string) []pack.Symbol {
 	return out
 }
 
-var helperNames = []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task"}
+var helperNames = []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task", "total_forks", "nr_context_switches"}
 
 func TestSymbols(t *testing.T) {
 	tests := []struct {
@@ -224,21 +224,21 @@ func TestGenerate(t *testing.T) {
 		`extern char __livesplice_obj_1[] __asm__("ls_test_slot");`,
 		`const char __livesplice_id[] = "demo-test";`,
 		`const char __livesplice_description[] = "test \"update\" \077\077=";`,
-		"unsigned long __livesplice_addrs[8];",
+		"unsigned long __livesplice_addrs[10];",
 		"module_param_array_named(addrs, __livesplice_addrs, ulong, &__livesplice_nr_addrs, 0400);",
-		"\"find_module\",\t/* 4 */\n\t\"idle_task\",\t/* 5 */\n\t\"cmdline_proc_show\",\t/* 6 */\n\t\"saved_command_line\",\t/* 7 */\n};",
+		"\"find_module\",\t/* 4 */\n\t\"idle_task\",\t/* 5 */\n\t\"total_forks\",\t/* 6 */\n\t\"nr_context_switches\",\t/* 7 */\n\t\"cmdline_proc_show\",\t/* 8 */\n\t\"saved_command_line\",\t/* 9 */\n};",
 		"const struct ls_object __livesplice_objects[] = {\n\t{ .name = \"vmlinux\" },\t/* 0 */\n};",
-		"\t0,\t/* 7: vmlinux */\n};",
-		".name = \"cmdline_proc_show\",\n\t\t.object = 0,\n\t\t.old_index = 6,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +
+		"\t0,\t/* 9: vmlinux */\n};",
+		".name = \"cmdline_proc_show\",\n\t\t.object = 0,\n\t\t.old_index = 8,\n\t\t.new_name = \"ls_test_new\",\n\t\t.new_addr = __livesplice_obj_0,\n" +
 			"\t\t.new_size = 16,\n\t\t.site_offset = 5,",
 		".base = __livesplice_obj_1,\n\t\t.offset = 0x0UL,\n\t\t.kind = LS_RELOC_ABS64,\n\t\t.type = \"R_X86_64_64\",\n" +
-			"\t\t.target = \"saved_command_line\",\n\t\t.target_index = 7,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
+			"\t\t.target = \"saved_command_line\",\n\t\t.target_index = 9,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
 		".base = __livesplice_obj_0,\n\t\t.offset = 0x2UL,\n\t\t.kind = LS_RELOC_PCREL32,\n\t\t.type = \"R_X86_64_PLT32\",\n" +
-			"\t\t.target = \"cmdline_proc_show\",\n\t\t.target_index = 6,\n\t\t.addend = -4L,",
+			"\t\t.target = \"cmdline_proc_show\",\n\t\t.target_index = 8,\n\t\t.addend = -4L,",
 		".kind = LS_RELOC_ABS32S,",
 		"const unsigned int __livesplice_nr_funcs = 1;",
 		"const unsigned int __livesplice_nr_relocs = 3;",
-		"const unsigned int __livesplice_nr_symbols = 8;",
+		"const unsigned int __livesplice_nr_symbols = 10;",
 		"const unsigned int __livesplice_nr_objects = 1;",
 	} {
 		if !strings.Contains(meta, w) {
@@ -286,12 +286,12 @@ func TestGenerateModule(t *testing.T) {
 	for _, w := range []string{
 		"{ .name = \"vmlinux\" },\t/* 0 */\n\t{ .name = \"binfmt_misc\" },\t/* 1 */\n\t{ .name = \"jbd2\" },\t/* 2 */\n};",
 		"const unsigned int __livesplice_nr_objects = 3;",
-		"\t1,\t/* 7: binfmt_misc */\n\t0,\t/* 8: vmlinux */\n\t1,\t/* 9: binfmt_misc */\n\t2,\t/* 10: jbd2 */\n};",
-		".name = \"bm_entry_read\",\n\t\t.object = 1,\n\t\t.old_index = 7,",
-		".target = \"enabled\",\n\t\t.target_index = 9,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
-		".target = \"jbd2_journal_start\",\n\t\t.target_index = 10,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
-		".target = \"saved_command_line\",\n\t\t.target_index = 8,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
-		".target = \"saved_command_line\",\n\t\t.target_index = 8,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
+		"\t1,\t/* 9: binfmt_misc */\n\t0,\t/* 10: vmlinux */\n\t1,\t/* 11: binfmt_misc */\n\t2,\t/* 12: jbd2 */\n};",
+		".name = \"bm_entry_read\",\n\t\t.object = 1,\n\t\t.old_index = 9,",
+		".target = \"enabled\",\n\t\t.target_index = 11,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"jbd2_journal_start\",\n\t\t.target_index = 12,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"saved_command_line\",\n\t\t.target_index = 10,\n\t\t.addend = -4L,\n\t\t.owner = 1,",
+		".target = \"saved_command_line\",\n\t\t.target_index = 10,\n\t\t.addend = 0L,\n\t\t.owner = 0,",
 		"enabled [binfmt_misc],jbd2_journal_start [jbd2]",
 	} {
 		if !strings.Contains(meta, w) {

@@ -165,7 +165,7 @@ func (s Spec) Symbols() []pack.Symbol {
 // the order of the LS_SYM_* constants of c/livesplice.h.
 func helperSymbols() []pack.Symbol {
 	var syms []pack.Symbol
-	for _, n := range []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task"} {
+	for _, n := range []string{"text_poke", "text_mutex", "stop_machine_cpuslocked", "module_mutex", "find_module", "idle_task", "total_forks", "nr_context_switches"} {
 		syms = append(syms, pack.Symbol{Name: n, Object: pack.Vmlinux})
 	}
 	return syms

@@ -6,9 +6,8 @@
  * into each of them, all in one stop_machine, after checking that no task is
  * inside the code and that every site still holds the bytes the loader
  * expects.  Every task (and every online CPU's idle task) is walked before
- * the stop; inside it only the tasks switched out since they were last
- * looked at, as a probe on sched_switch records them, are checked again
- * (docs/design.md, "The stack check").
+ * the stop; inside it only the tasks that ran since their walk are checked
+ * again (docs/design.md, "The stack check").
  *
  * Everything that can be decided in userspace was: the addresses
  * of the symbols it needs arrive in the "addrs" parameter and are only
@@ -33,6 +32,7 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/cpu.h>
+#include <linux/bsearch.h>
 #include <linux/delay.h>
 #include <linux/kallsyms.h>
 #include <linux/kernel.h>
@@ -51,7 +51,6 @@
 #include <linux/stop_machine.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
-#include <linux/tracepoint.h>
 #include <linux/vmalloc.h>
 #include <asm/asm.h>
 #include <asm/sync_core.h>
@@ -77,8 +76,7 @@ module_param(walk_delay_ms, int, 0644);
 MODULE_PARM_DESC(walk_delay_ms, "test hook: pause between the walk of every task and the stop, in milliseconds (default 0)");
 
 #define LS_CALIBRATE_RUNS	7
-#define LS_DRAIN_TRIES		4
-#define LS_RAN_CAP		4096
+#define LS_SNAPSHOT_TRIES	4
 #define LS_ERROR_LEN		384
 
 typedef void *(*ls_poke_fn)(void *addr, const void *opcode, size_t len);
@@ -126,7 +124,8 @@ static struct {
 	struct mutex *text_mutex;	/* the kernel's, taken around text writes */
 	ls_stop_fn stop_machine_cpuslocked;
 	struct task_struct *(*idle_task)(int cpu);
-	struct tracepoint *sched_switch;	/* NULL: every stop passes */
+	unsigned long *total_forks;
+	unsigned long long (*nr_context_switches)(void);
 	struct mutex *module_mutex;
 	struct module *(*find_module)(const char *name);
 	struct ls_site *sites;
@@ -157,19 +156,27 @@ struct ls_busy {
 	bool in_stop;			/* and was seen in the stop */
 };
 
+/* What the walk before the stop saw of one task. */
+struct ls_seen {
+	struct task_struct *task;	/* a reference is held */
+	unsigned long switches;		/* nvcsw + nivcsw when it was walked */
+	bool recheck;			/* it ran during its walk: walk it in the stop */
+};
+
 /*
- * Tasks to look at again: those switched out on one CPU since the probe
- * on sched_switch was registered (ls_on_switch appends them, on that CPU,
- * in order), or, for ls_stop.moved, those a look before the stop found
- * running.  Each entry holds a reference; those before done have been
- * looked at.  overflow: a switch could not be recorded, so the stop looks
- * at every task.
+ * The walk of every task before the stop.  The pass over it, before the
+ * stop and in the stop when the snapshot cannot tell who ran (see
+ * ls_snapshot), looks again at the tasks that have been switched out since
+ * their walk (their switch count moved: every task that ran since was, for
+ * the stop to run), those forked since, and those that ran during it.
+ * full: the walk could not record every task, so the pass looks at them
+ * all.
  */
-struct ls_ran {
-	unsigned int nr;		/* written with release */
-	unsigned int done;
-	bool overflow;
-	struct task_struct *task[LS_RAN_CAP];
+struct ls_walk {
+	struct ls_seen *seen;		/* sorted by task */
+	unsigned int nr, cap;
+	unsigned long forks;		/* total_forks before the walk */
+	bool full;
 };
 
 /* Shared between a control write and its stop_machine callback. */
@@ -180,10 +187,11 @@ struct ls_stop {
 	bool rewrite;			/* but write the sites' own bytes back */
 	bool in_stop;			/* the stop's checks are running */
 	bool rehearse;			/* just before the stop (ls_rehearse) */
-	bool pass;			/* the stop looked at every task */
-	bool probe;			/* ls_on_switch is registered */
-	struct ls_ran **ran;		/* per possible CPU */
-	struct ls_ran *moved;
+	bool pass;			/* the stop needed the pass over the walk */
+	struct ls_walk *walk;
+	struct task_struct **snap;	/* per CPU: its task at the snapshot */
+	unsigned long long snap_switches;	/* nr_context_switches() then */
+	unsigned long snap_forks;	/* total_forks then */
 	unsigned long lo, hi;		/* bounds of the code in the way */
 	int result;			/* 0, -EBUSY or -EILSEQ */
 	struct ls_busy busy;		/* -EBUSY: the task in the way */
@@ -340,6 +348,24 @@ busy:
 	return true;
 }
 
+static int ls_cmp_seen(const void *a, const void *b)
+{
+	unsigned long x = (unsigned long)((const struct ls_seen *)a)->task;
+	unsigned long y = (unsigned long)((const struct ls_seen *)b)->task;
+
+	return x < y ? -1 : x > y;
+}
+
+static void ls_walk_free(struct ls_walk *w)
+{
+	unsigned int i;
+
+	for (i = 0; i < w->nr; i++)
+		put_task_struct(w->seen[i].task);
+	kvfree(w->seen);
+	memset(w, 0, sizeof(*w));
+}
+
 static void ls_bound(struct ls_stop *d, unsigned long start,
 		     unsigned long size)
 {
@@ -410,223 +436,155 @@ enum ls_look { LS_CLEAR, LS_IN_WAY, LS_MOVED };
 
 /*
  * Look at t while the machine runs.  LS_MOVED: it was on a CPU, or ran
- * during the look, so what the look saw may not be where it is.  The
- * switch count is read after on_cpu: a task switching out counts the
- * switch before it clears on_cpu.
+ * during the look (the stop looks again); else *switches is the switch
+ * count its stack was seen with.  The count is read after on_cpu: a task
+ * switching out counts the switch before it clears on_cpu.
  */
-static enum ls_look ls_look(struct ls_stop *d, struct task_struct *t)
+static enum ls_look ls_look(struct ls_stop *d, struct task_struct *t,
+			    unsigned long *switches)
 {
-	unsigned long switches;
 	bool in_way;
 
 	/* Pairs with finish_task()'s release of on_cpu: the count is current. */
 	if (smp_load_acquire(&t->on_cpu))
 		return LS_MOVED;
-	switches = ls_switches(t);
+	*switches = ls_switches(t);
 	/* The count before the stack, */
 	smp_rmb();
 	in_way = ls_in_way(d, t);
 	/* the stack before on_cpu and the count again. */
 	smp_rmb();
-	if (READ_ONCE(t->on_cpu) || ls_switches(t) != switches)
+	if (READ_ONCE(t->on_cpu) || ls_switches(t) != *switches)
 		return LS_MOVED;
 	return in_way ? LS_IN_WAY : LS_CLEAR;
 }
 
-/* Append t, with a reference; each list has one writer. */
-static void ls_ran_add(struct ls_ran *r, struct task_struct *t)
-{
-	unsigned int n = r->nr;
-
-	if (n == LS_RAN_CAP) {
-		WRITE_ONCE(r->overflow, true);
-		return;
-	}
-	get_task_struct(t);
-	r->task[n] = t;
-	/* Pairs with the acquire of the lists' readers. */
-	smp_store_release(&r->nr, n + 1);
-}
-
 /*
- * The probe on sched_switch, on prev's CPU, interrupts off: prev ran, and
- * its stack must be looked at again.
+ * Note what a look at s's task before the stop finds: -EBUSY if it is in
+ * the way (ran: it ran after its walk), else whether the stop must look
+ * again.
  */
-static void ls_on_switch(void *data, bool preempt, struct task_struct *prev,
-			 struct task_struct *next, unsigned int prev_state)
+static int ls_note(struct ls_stop *d, struct ls_seen *s, bool ran)
 {
-	struct ls_stop *d = data;
-
-	ls_ran_add(d->ran[smp_processor_id()], prev);
-}
-
-static void ls_ran_free(struct ls_ran *r)
-{
-	unsigned int i;
-
-	if (!r)
-		return;
-	for (i = 0; i < r->nr; i++)
-		put_task_struct(r->task[i]);
-	kvfree(r);
-}
-
-static void ls_find_sched_switch(struct tracepoint *tp, void *priv)
-{
-	if (!strcmp(tp->name, "sched_switch"))
-		ls.sched_switch = tp;
-}
-
-/*
- * Before the walk: the lists, and the probe that records every task
- * switched out from now on.  Without the probe (no sched_switch
- * tracepoint, or it could not be registered), the stop looks at every
- * task.  Called without cpus_read_lock() or text_mutex: enabling the
- * tracepoint patches its static key.
- */
-static int ls_ran_start(struct ls_stop *d)
-{
-	int cpu;
-
-	d->ran = kcalloc(nr_cpu_ids, sizeof(*d->ran), GFP_KERNEL);
-	d->moved = kvzalloc(sizeof(*d->moved), GFP_KERNEL);
-	if (!d->ran || !d->moved)
-		return -ENOMEM;
-	for_each_possible_cpu(cpu) {
-		d->ran[cpu] = kvzalloc(sizeof(*d->ran[cpu]), GFP_KERNEL);
-		if (!d->ran[cpu])
-			return -ENOMEM;
-	}
-	d->probe = ls.sched_switch &&
-		   !tracepoint_probe_register(ls.sched_switch, ls_on_switch, d);
-	if (!d->probe)
-		d->moved->overflow = true;
-	return 0;
-}
-
-/* After the stop: the probe, once no CPU runs it any more, and the lists. */
-static void ls_ran_stop(struct ls_stop *d)
-{
-	int cpu;
-
-	if (d->probe) {
-		tracepoint_probe_unregister(ls.sched_switch, ls_on_switch, d);
-		tracepoint_synchronize_unregister();
-		d->probe = false;
-	}
-	if (d->ran)
-		for_each_possible_cpu(cpu)
-			ls_ran_free(d->ran[cpu]);
-	kfree(d->ran);
-	ls_ran_free(d->moved);
-	d->ran = NULL;
-	d->moved = NULL;
-}
-
-/*
- * Look at t before the stop: -EBUSY if it is in the way (ran: it ran
- * after the walk began).  One found on a CPU, or running during the look,
- * goes to d->moved, to be looked at again.  The caller is looked at where
- * it runs.
- */
-static int ls_walk_task(struct ls_stop *d, struct task_struct *t, bool ran)
-{
-	if (t == current)
-		return ls_in_way(d, t) ? -EBUSY : 0;
-	switch (ls_look(d, t)) {
+	switch (ls_look(d, s->task, &s->switches)) {
 	case LS_IN_WAY:
 		d->busy.ran = ran;
 		return -EBUSY;
 	case LS_MOVED:
-		ls_ran_add(d->moved, t);
+		s->recheck = true;
 		return 0;
 	default:
+		s->recheck = false;
 		return 0;
 	}
 }
 
+static int ls_walk_task(struct ls_stop *d, struct task_struct *t)
+{
+	struct ls_walk *w = d->walk;
+	struct ls_seen *s;
+
+	if (w->nr == w->cap) {
+		w->full = true;
+		return 0;
+	}
+	s = &w->seen[w->nr++];
+	get_task_struct(t);
+	s->task = t;
+	return ls_note(d, s, false);
+}
+
 /*
  * Walk every task and every online CPU's idle task (CPU hotplug is held
- * off by the caller), after the probe was registered: from then on, a
- * task that runs is switched out before the stop, and recorded.  A task
- * forked since that never ran holds only ret_from_fork's frame, in
- * .entry.text, which no update replaces (differ/stoppath.go).
+ * off by the caller) before the stop.
  */
 static int ls_walk_all(struct ls_stop *d)
 {
+	struct ls_walk *w = d->walk;
 	struct task_struct *g, *t;
+	unsigned int n = 0;
 	int cpu, ret = 0;
 
 	rcu_read_lock();
+	for_each_process_thread(g, t)
+		n++;
+	rcu_read_unlock();
+	w->cap = n + n / 4 + 64 + num_online_cpus();
+	w->seen = kvcalloc(w->cap, sizeof(*w->seen), GFP_KERNEL);
+	if (!w->seen)
+		return -ENOMEM;
+	w->forks = READ_ONCE(*ls.total_forks);
+	/* total_forks before the task list: a task forked later is new. */
+	smp_rmb();
+
+	rcu_read_lock();
 	for_each_process_thread(g, t) {
-		ret = ls_walk_task(d, t, false);
-		if (ret)
+		ret = ls_walk_task(d, t);
+		if (ret || w->full)
 			goto out;	/* break leaves only the inner loop */
 	}
 out:
 	rcu_read_unlock();
 	for_each_online_cpu(cpu) {
-		if (ret)
+		if (ret || w->full)
 			break;
-		ret = ls_walk_task(d, ls.idle_task(cpu), false);
+		ret = ls_walk_task(d, ls.idle_task(cpu));
 	}
-	return ret;
+	if (ret)
+		return ret;
+	sort(w->seen, w->nr, sizeof(*w->seen), ls_cmp_seen, NULL);
+	return 0;
 }
 
-/* Is any list's overflow set: can a switch have gone unrecorded? */
-static bool ls_ran_lost(struct ls_stop *d)
+static void ls_snap_cpu(void *info)
+{
+	struct ls_stop *d = info;
+
+	get_task_struct(current);
+	d->snap[smp_processor_id()] = current;
+}
+
+/*
+ * The snapshot, taken just before the pass that runs before the stop: the
+ * context switches of all CPUs so far, then the task each CPU runs, read
+ * on that CPU with interrupts off, where no switch is half done.  In the
+ * stop every CPU runs its stopper.  If the count of switches moved by
+ * exactly the number of CPUs whose task is no longer the snapshot's, each
+ * of those switched once, from that task to its stopper, and no other task
+ * ran since the snapshot: the pass after it saw every other task where it
+ * still is, and only the snapshot's tasks need a look (ls_stop_cpus).  A
+ * switch read early only makes the count look larger.
+ */
+static int ls_snapshot(struct ls_stop *d)
+{
+	d->snap = kcalloc(nr_cpu_ids, sizeof(*d->snap), GFP_KERNEL);
+	if (!d->snap)
+		return -ENOMEM;
+	d->snap_forks = READ_ONCE(*ls.total_forks);
+	d->snap_switches = ls.nr_context_switches();
+	on_each_cpu(ls_snap_cpu, d, 1);
+	return 0;
+}
+
+static void ls_snap_free(struct ls_stop *d)
 {
 	int cpu;
 
+	if (!d->snap)
+		return;
 	for_each_possible_cpu(cpu)
-		if (READ_ONCE(d->ran[cpu]->overflow))
-			return true;
-	return READ_ONCE(d->moved->overflow);
-}
-
-/* Look again at r's entries not looked at yet, each task once in a row. */
-static int ls_drain_one(struct ls_stop *d, struct ls_ran *r)
-{
-	/* Pairs with ls_ran_add(): the entries before nr are written. */
-	unsigned int i, n = smp_load_acquire(&r->nr);
-	int ret = 0;
-
-	for (i = r->done; !ret && i < n; i++)
-		if (i == r->done || r->task[i] != r->task[i - 1])
-			ret = ls_walk_task(d, r->task[i], true);
-	r->done = n;
-	return ret;
+		if (d->snap[cpu])
+			put_task_struct(d->snap[cpu]);
+	kfree(d->snap);
+	d->snap = NULL;
 }
 
 /*
- * Before the stop: look at every task switched out since it was last
- * looked at, and at those found running then; *more: some were recorded
- * again meanwhile.
- */
-static int ls_drain(struct ls_stop *d, bool *more)
-{
-	int cpu, ret = 0;
-
-	/* A stack is freed a grace period after its task's end. */
-	rcu_read_lock();
-	for_each_possible_cpu(cpu)
-		if (!ret)
-			ret = ls_drain_one(d, d->ran[cpu]);
-	if (!ret)
-		ret = ls_drain_one(d, d->moved);
-	rcu_read_unlock();
-	*more = false;
-	for_each_possible_cpu(cpu)
-		*more |= READ_ONCE(d->ran[cpu]->nr) != d->ran[cpu]->done;
-	*more |= d->moved->nr != d->moved->done;
-	return ret;
-}
-
-/*
- * In the stop, or just before it: is t, which ran since it was looked at,
- * in the way?  Tasks on a CPU are skipped: in the stop the other CPUs'
- * current tasks are their stoppers, spinning in multi_cpu_stop (refused at
- * build time, with its callers: differ/stoppath.go).
+ * In the stop, or just before it: is t, which ran since its walk, in the
+ * way?  Tasks on a CPU are skipped: in the stop the other CPUs' current
+ * tasks are their stoppers, spinning in multi_cpu_stop (refused at build
+ * time, with its callers: differ/stoppath.go); before it, the stop checks
+ * them.
  */
 static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
 {
@@ -639,7 +597,37 @@ static bool ls_stop_busy(struct ls_stop *d, struct task_struct *t)
 	return true;
 }
 
-/* When a switch may have gone unrecorded: look at every task. */
+/*
+ * In the stop: when only the snapshot's tasks can have moved (see
+ * ls_snapshot), look at them and set *busy.  False if something else ran:
+ * the pass is needed.
+ */
+static bool ls_stop_cpus(struct ls_stop *d, bool *busy)
+{
+	unsigned long long moved = 0;
+	int cpu;
+
+	if (READ_ONCE(*ls.total_forks) != d->snap_forks)
+		return false;
+	for_each_online_cpu(cpu) {
+		if (!d->snap[cpu])
+			return false;
+		moved += d->snap[cpu] != per_cpu(current_task, cpu);
+	}
+	if (ls.nr_context_switches() - d->snap_switches != moved)
+		return false;
+	*busy = false;
+	for_each_online_cpu(cpu) {
+		if (d->snap[cpu] == per_cpu(current_task, cpu) && !d->rehearse)
+			continue;
+		*busy = ls_stop_busy(d, d->snap[cpu]);
+		if (*busy)
+			break;
+	}
+	return true;
+}
+
+/* When the walk could not record every task: check them all. */
 static bool ls_stop_check_all(struct ls_stop *d)
 {
 	struct task_struct *g, *t;
@@ -662,40 +650,43 @@ out:
 	return busy;
 }
 
-/* In the stop: r's entries since the last look before it. */
-static bool ls_stop_list(struct ls_stop *d, struct ls_ran *r)
-{
-	/* Pairs with ls_ran_add(), as in ls_drain_one(). */
-	unsigned int i, n = smp_load_acquire(&r->nr);
-
-	for (i = r->done; i < n; i++)
-		if ((i == r->done || r->task[i] != r->task[i - 1]) &&
-		    ls_stop_busy(d, r->task[i]))
-			return true;
-	return false;
-}
-
 /*
- * In the stop: is a task in the way?  Every task that ran since it was
- * last looked at before the stop has been switched out since (every CPU
- * runs its stopper now), so it is on a list after done; every other task
- * is where that look saw it.  A rehearsal also looks at the caller, so
- * that the stop's look at a task runs warm.
+ * The pass over the walk: look again at every task that ran since its
+ * walk (see struct ls_walk).  Before the stop (ls_precheck), a task found
+ * where it was is noted again, as the walk notes it; in the stop, every
+ * task is where it will be when the jumps are written.
  */
-static bool ls_stop_tasks(struct ls_stop *d)
+static bool ls_stop_check(struct ls_stop *d)
 {
-	int cpu;
+	struct ls_walk *w = d->walk;
+	struct task_struct *g, *t;
+	struct ls_seen key, *s;
+	bool busy = false;
 
-	if (ls_ran_lost(d)) {
-		d->pass = true;
+	if (w->full)
 		return ls_stop_check_all(d);
-	}
-	if (d->rehearse && ls_stop_busy(d, current))
-		return true;
-	for_each_possible_cpu(cpu)
-		if (ls_stop_list(d, d->ran[cpu]))
+	for (s = w->seen; s < w->seen + w->nr; s++) {
+		if (!s->recheck && ls_switches(s->task) == s->switches)
+			continue;
+		/* The caller itself, running, is looked at (not noted) too. */
+		if ((d->in_stop || s->task == current) ? ls_stop_busy(d, s->task) :
+		    ls_note(d, s, true))
 			return true;
-	return ls_stop_list(d, d->moved);
+	}
+	if (READ_ONCE(*ls.total_forks) == w->forks)
+		return false;
+	rcu_read_lock();
+	for_each_process_thread(g, t) {
+		key.task = t;
+		if (bsearch(&key, w->seen, w->nr, sizeof(key), ls_cmp_seen))
+			continue;
+		busy = ls_stop_busy(d, t);
+		if (busy)
+			goto out;	/* break leaves only the inner loop */
+	}
+out:
+	rcu_read_unlock();
+	return busy;
 }
 
 /* Do the sites hold what the operation expects? -EILSEQ if not. */
@@ -721,8 +712,14 @@ static int ls_check_sites(struct ls_stop *d)
 /* The checks of the stop: 0, -EBUSY or -EILSEQ. */
 static int ls_stop_checks(struct ls_stop *d)
 {
+	bool busy;
+
 	d->in_stop = true;
-	return ls_stop_tasks(d) ? -EBUSY : ls_check_sites(d);
+	if (!ls_stop_cpus(d, &busy)) {
+		d->pass = true;
+		busy = ls_stop_check(d);
+	}
+	return busy ? -EBUSY : ls_check_sites(d);
 }
 
 /*
@@ -844,27 +841,44 @@ static int ls_map_sites(void)
 }
 
 /*
- * Just before the stop: look at the tasks recorded since the walk, again
- * (up to LS_DRAIN_TRIES times) while more were recorded meanwhile, so
- * that the stop looks at the few switched out after the last look, and
- * check the sites.  A task found in the way now is refused without
- * stopping the machine.  After the first look the stop is rehearsed, and
- * the tasks recorded during the rehearsal looked at too.
+ * The pass, just before the stop and after the snapshot, in process
+ * context: a task found in the way now is refused without stopping the
+ * machine, and the stop finds less to do.  A stack is freed a grace period
+ * after its task's end, so the read lock keeps the stacks looked at.
+ */
+static int ls_precheck(struct ls_stop *d)
+{
+	bool busy;
+
+	rcu_read_lock();
+	busy = ls_stop_check(d);
+	rcu_read_unlock();
+	return busy ? -EBUSY : ls_check_sites(d);
+}
+
+/*
+ * The snapshot and the pass after it, taken again (up to
+ * LS_SNAPSHOT_TRIES times) while some CPU switched tasks during the pass:
+ * the stop can then look at the snapshot's tasks alone (ls_stop_cpus),
+ * unless a CPU switches between here and the stop.  After the first, the
+ * stop is rehearsed, and the snapshot and pass taken again, so that the
+ * rehearsal does not widen the window between them and the stop.
  */
 static int ls_prestop(struct ls_stop *d)
 {
 	unsigned int i;
-	bool more;
 	int ret;
 
 	for (i = 0;; i++) {
-		ret = ls_drain(d, &more);
+		ret = ls_snapshot(d);
 		if (!ret)
-			ret = ls_check_sites(d);
+			ret = ls_precheck(d);
 		if (!ret && i == 0)
 			ls_rehearse(d);
-		else if (ret || !more || i + 1 == LS_DRAIN_TRIES)
+		else if (ret || i + 1 == LS_SNAPSHOT_TRIES ||
+			 ls.nr_context_switches() == d->snap_switches)
 			return ret;
+		ls_snap_free(d);
 	}
 }
 
@@ -882,14 +896,14 @@ static void ls_sync_core(void *info)
  */
 static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 {
+	struct ls_walk w = {};
 	u64 start;
 	int ret = 0;
 
 	*stop_ns = 0;
-	if (!d->bare)
-		ret = ls_ran_start(d);
+	d->walk = &w;
 	cpus_read_lock();
-	if (!ret && !d->bare) {
+	if (!d->bare) {
 		ls_op_bounds(d);
 		ret = ls_walk_all(d);
 	}
@@ -897,8 +911,8 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	if (!ret && !d->bare)
 		ret = ls_prestop(d);
 	if (!ret && !d->empty && walk_delay_ms > 0) {
-		pr_info("walked every task before the stop; pausing %d ms (walk_delay_ms)\n",
-			walk_delay_ms);
+		pr_info("walked %u task(s) before the stop; pausing %d ms (walk_delay_ms)\n",
+			w.nr, walk_delay_ms);
 		msleep(walk_delay_ms);
 	}
 	if (d->empty)
@@ -912,7 +926,9 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 	}
 	mutex_unlock(ls.text_mutex);
 	cpus_read_unlock();
-	ls_ran_stop(d);
+	ls_snap_free(d);
+	ls_walk_free(&w);
+	d->walk = NULL;
 	return ret;
 }
 
@@ -1032,7 +1048,7 @@ static int ls_patch(bool undo)
 		ls_mismatch(d.func, undo, d.found);
 		break;
 	case -ENOMEM:
-		strscpy(ls.error, "stop: out of memory for the lists of tasks to look at again or the sites' mappings",
+		strscpy(ls.error, "stop: out of memory for the walk of every task or the sites' mappings",
 			sizeof(ls.error));
 		break;
 	default:
@@ -1882,9 +1898,9 @@ static int __init ls_init(void)
 		__livesplice_addrs[LS_SYM_FIND_MODULE];
 	ls.idle_task = (struct task_struct *(*)(int))
 		__livesplice_addrs[LS_SYM_IDLE_TASK];
-	for_each_kernel_tracepoint(ls_find_sched_switch, NULL);
-	if (!ls.sched_switch)
-		pr_warn("no sched_switch tracepoint: every stop looks at every task\n");
+	ls.total_forks = (unsigned long *)__livesplice_addrs[LS_SYM_TOTAL_FORKS];
+	ls.nr_context_switches = (unsigned long long (*)(void))
+		__livesplice_addrs[LS_SYM_NR_CONTEXT_SWITCHES];
 	for (i = 0; i < __livesplice_nr_funcs; i++)
 		ls.objs[__livesplice_funcs[i].object].funcs = true;
 
