@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 )
 
 // Status is an update as the kernel reports it.
@@ -211,14 +214,39 @@ func findStatus(id string, all []*Status) (*Status, error) {
 	return nil, refuse(KindState, id, nil, "no such update is loaded (livesplice list shows what is)")
 }
 
+// writeQuiet writes cmd to path while keeping this process's other
+// threads asleep: no collection, sweeping or scavenging, and a raw
+// write, during which the runtime does not see a system call, so sysmon
+// neither hands the P off to another thread nor polls every 20 us. Each
+// of those is a task switch on some CPU while the helper prepares its
+// stop, and one between the helper's snapshot and its stop makes the
+// stop look at every task (docs/design.md, "The stack check"). The write
+// blocks this thread for as long as the helper works (under a second).
+func writeQuiet(path, cmd string) error {
+	debug.FreeOSMemory()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer syscall.Close(fd)
+	b := []byte(cmd)
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+	runtime.KeepAlive(b)
+	switch {
+	case errno != 0:
+		return &fs.PathError{Op: "write", Path: path, Err: errno}
+	case int(n) != len(b):
+		return &fs.PathError{Op: "write", Path: path, Err: io.ErrShortWrite}
+	}
+	return nil
+}
+
 // control writes a command to the module's control file. On failure it
 // returns the helper's one-line account of why, classified.
 func (l *Loader) control(id, module, cmd string) error {
 	path := filepath.Join(l.dir(module), "control")
-	// No collection on another CPU while the helper walks and stops.
-	runtime.GC()
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	err := os.WriteFile(path, []byte(cmd), 0)
+	err := writeQuiet(path, cmd)
 	if err == nil {
 		return nil
 	}

@@ -76,7 +76,7 @@ module_param(walk_delay_ms, int, 0644);
 MODULE_PARM_DESC(walk_delay_ms, "test hook: pause between the walk of every task and the stop, in milliseconds (default 0)");
 
 #define LS_CALIBRATE_RUNS	7
-#define LS_SNAPSHOT_TRIES	4
+#define LS_SNAPSHOT_TRIES	10
 #define LS_ERROR_LEN		384
 
 typedef void *(*ls_poke_fn)(void *addr, const void *opcode, size_t len);
@@ -919,7 +919,9 @@ static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 		ret = 0;
 	if (!ret) {
 		start = ktime_get_ns();
-		ret = ls.stop_machine_cpuslocked(ls_stop_cb, d, NULL);
+		/* The callback runs on this CPU, where it was rehearsed. */
+		ret = ls.stop_machine_cpuslocked(ls_stop_cb, d,
+				cpumask_of(raw_smp_processor_id()));
 		*stop_ns = ktime_get_ns() - start;
 		if (!ret && !d->empty)
 			on_each_cpu(ls_sync_core, NULL, 1);
