@@ -87,7 +87,7 @@ test: kernel-inputs vet fuzz
 FUZZTIME ?= 20000x
 FUZZ_TARGETS := internal/xzdec:FuzzDecompress pack:FuzzRead pack:FuzzArchive \
 	pack:FuzzManifest kallsyms:FuzzParse bootimage:FuzzParse bootimage:FuzzImage \
-	bootimage:FuzzBuildID elfobj:FuzzParse
+	bootimage:FuzzBuildID elfobj:FuzzParse sign:FuzzVerify
 fuzz: kernel-inputs
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t#*:}; \
 		echo "fuzz: $$pkg $$fn -fuzztime $(FUZZTIME)"; \

@@ -17,6 +17,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/livesplice/livesplice/internal/xzdec"
+	"github.com/livesplice/livesplice/sign"
 )
 
 // maxPackSize bounds what Read accepts: the compressed pack, and the
@@ -119,6 +120,13 @@ func Read(r io.Reader) (*Pack, error) {
 	}
 	if len(src) > maxPackSize {
 		return nil, fmt.Errorf("larger than the %d bytes allowed", maxPackSize)
+	}
+	// A signed pack is read without its signature, which is the caller's
+	// to check (livesplice verify): it signs every byte before it.
+	if s, err := sign.Split(src); err == nil {
+		src = s.Payload
+	} else if !errors.Is(err, sign.ErrUnsigned) {
+		return nil, err
 	}
 	if !bytes.HasPrefix(src, []byte(xzdec.Magic)) {
 		return nil, errors.New("not an xz stream")

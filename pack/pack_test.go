@@ -5,12 +5,16 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/livesplice/livesplice/sign"
+	"github.com/livesplice/livesplice/sign/signtest"
 )
 
 func testManifest() Manifest {
@@ -193,5 +197,31 @@ func TestFieldSize(t *testing.T) {
 		if got := FieldSize(tc.t); got != tc.size || PCRelative(tc.t) != tc.pc {
 			t.Errorf("%v: size %d pc %v, want %d %v", tc.t, got, PCRelative(tc.t), tc.size, tc.pc)
 		}
+	}
+}
+
+// TestReadSigned: a signed pack reads as the same pack; a damaged
+// signature trailer is a format error.
+func TestReadSigned(t *testing.T) {
+	raw := seedPack(t)
+	signed, err := sign.Append(raw, signtest.NewKey(t, "pack signer", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Read(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Read(bytes.NewReader(signed))
+	if err != nil {
+		t.Fatalf("signed pack: %v", err)
+	}
+	if !sameManifest(t, want.Manifest, got.Manifest) || !sameFiles(want.Files, got.Files) {
+		t.Fatal("the signed pack reads differently")
+	}
+	bad := bytes.Clone(signed)
+	bad[len(bad)-len(sign.Magic)-12+2] = 9 // id_type
+	if _, err := Read(bytes.NewReader(bad)); !errors.Is(err, sign.ErrMalformed) {
+		t.Fatalf("damaged trailer: %v, want ErrMalformed", err)
 	}
 }

@@ -7,7 +7,9 @@
 // 10 the patch cannot be turned into an update, 11 the patch has nothing
 // to do at run time (no code change, or only __init/__exit code), 12 the
 // patch does not compile against the tree (the compiler's first error is
-// named; the pristine tree failing to build is 1).
+// named; the pristine tree failing to build is 1), 13 the pack is not
+// signed, 14 its signer is not trusted, 15 its signature does not match
+// its bytes (changed after signing, or a damaged signature).
 package main
 
 import (
@@ -20,6 +22,7 @@ import (
 	"github.com/livesplice/livesplice/builder"
 	"github.com/livesplice/livesplice/loader"
 	"github.com/livesplice/livesplice/pack"
+	"github.com/livesplice/livesplice/sign"
 )
 
 // Exit codes, one per kind of refusal.
@@ -36,6 +39,9 @@ const (
 	exitRefused  = 10
 	exitNothing  = 11
 	exitCompile  = 12
+	exitUnsigned = 13
+	exitUntrust  = 14
+	exitTampered = 15
 )
 
 func main() {
@@ -45,7 +51,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(prepareCmd(), buildCmd(), checkCmd(), applyCmd(), listCmd(), showCmd(), undoCmd(), inspectCmd(), debugCmd())
+	root.AddCommand(prepareCmd(), buildCmd(), checkCmd(), applyCmd(), listCmd(), showCmd(), undoCmd(), inspectCmd(), debugCmd(), signCmd(), verifyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "livesplice:", err)
 		os.Exit(exitCode(err))
@@ -61,7 +67,17 @@ func exitCode(err error) int {
 	var ne *builder.NothingToDoError
 	var ce *builder.CompileError
 	var ue usageError
+	var se *signatureError
 	switch {
+	case errors.As(err, &se):
+		switch {
+		case errors.Is(err, sign.ErrUnsigned):
+			return exitUnsigned
+		case errors.Is(err, sign.ErrUntrusted):
+			return exitUntrust
+		case errors.Is(err, sign.ErrMismatch), errors.Is(err, sign.ErrMalformed):
+			return exitTampered
+		}
 	case errors.As(err, &le):
 		return map[loader.Kind]int{
 			loader.KindPack: exitPack, loader.KindKernel: exitKernel, loader.KindSymbol: exitSymbol,
