@@ -15,7 +15,7 @@ GO           ?= go
 APT_PACKAGES := linux-source-6.1=$(SOURCE_VER) linux-image-$(RELEASE) \
 	linux-headers-$(RELEASE) linux-image-$(OLD_RELEASE) \
 	linux-headers-$(OLD_RELEASE) qemu-system-x86 busybox-static cpio \
-	bc bison flex libelf-dev libssl-dev dwarves gcc-12 patch xz-utils
+	bc bison flex libelf-dev libssl-dev dwarves gcc-12 patch xz-utils openssl
 
 # linux-source-6.1 is installed in one version only (SOURCE_VER): the old
 # release's source is downloaded and unpacked into the cache instead.
