@@ -890,9 +890,9 @@ static void ls_sync_core(void *info)
 /*
  * One stop_machine with the lock order kprobes uses, after the walk of
  * every task, the snapshot, the pass and the rehearsal (else the caller
- * mapped the sites, ls_map_sites); returns the stop's duration in *stop_ns.  A calibration
- * (d->empty) does the same work before its empty stop, unless d->bare, and
- * ignores what it finds.
+ * mapped the sites, ls_map_sites); returns the stop's duration in
+ * *stop_ns.  A calibration (d->empty) does the same work before its empty
+ * stop, unless d->bare, and ignores what it finds.
  */
 static int ls_stop_once(struct ls_stop *d, u64 *stop_ns)
 {
